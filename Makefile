@@ -22,12 +22,12 @@ lint: venv
 	$(BIN)/ruff check .
 
 docs: venv
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 test: venv
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n auto -q
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 demo: venv
 	MPLBACKEND=Agg $(BIN)/odeflow study convergence --quick
