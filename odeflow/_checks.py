@@ -33,9 +33,9 @@ def check_time(t: float | torch.Tensor, name: str = "t", lo: float = 0.0, hi: fl
         if not torch.is_floating_point(t):
             t = t.double()
         if t.numel() == 0:
-            raise InvalidInputError(f"{name} is empty; give at least one time in [{lo}, {hi}]")
+            raise InvalidInputError(f"{name} is empty; give at least one time in [{lo:g}, {hi:g}]")
         if not bool(torch.isfinite(t).all()):
-            raise InvalidInputError(f"{name} has non-finite values; times must lie in [{lo}, {hi}]")
+            raise InvalidInputError(f"{name} has non-finite values; times must lie in [{lo:g}, {hi:g}]")
         t_min, t_max = float(t.min()), float(t.max())
     else:
         try:
@@ -43,10 +43,10 @@ def check_time(t: float | torch.Tensor, name: str = "t", lo: float = 0.0, hi: fl
         except (TypeError, ValueError):
             raise InvalidInputError(f"{name} must be a float or a tensor, got {type(t).__name__}") from None
         if not math.isfinite(t_min):
-            raise InvalidInputError(f"{name} = {t_min} is not finite; times must lie in [{lo}, {hi}]")
+            raise InvalidInputError(f"{name} = {t_min} is not finite; times must lie in [{lo:g}, {hi:g}]")
     if t_min < lo or t_max > hi:
         bad = t_min if t_min < lo else t_max
-        raise InvalidInputError(f"{name} = {bad:g} is outside [{lo}, {hi}] (t = 0 is data, t = 1 noise)")
+        raise InvalidInputError(f"{name} = {bad:g} is outside [{lo:g}, {hi:g}] (t = 0 is data, t = 1 noise)")
 
 
 def check_state(x: Any, name: str = "x") -> torch.Tensor:

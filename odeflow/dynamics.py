@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from odeflow._checks import check_choice
+from odeflow._checks import check_choice, check_time
 from odeflow.errors import InvalidInputError
 from odeflow.paths import GaussianPath
 from odeflow.predictions import PREDICTION_KINDS, conversion_coefficients
@@ -69,6 +69,7 @@ class ProbabilityFlow:
     # --- the core: one model call, any number of kinds ---------------------------------------
     def predict_kinds(self, t: float | torch.Tensor, x: torch.Tensor, kinds: Sequence[str]) -> tuple[torch.Tensor, ...]:
         """Predictions of each of ``kinds`` at ``(t, x)`` from a single model evaluation."""
+        check_time(t)
         t_x = as_time(t, x)
         out = self.model(t_x, x)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -142,8 +143,7 @@ class ForwardSDE:
         """$g(t)$ as a 0-d tensor (of ``x``'s dtype and device when ``x`` is given)."""
         like = x if x is not None else torch.empty((), dtype=torch.float64)
         t64 = as_time(t, like).to(torch.float64)
-        alpha, sigma, d_alpha, d_sigma = self.path.coefficients(t64)
-        g2 = 2.0 * sigma * d_sigma - 2.0 * d_alpha / alpha * sigma**2
+        g2 = self.path._g_squared(t64)
         return torch.sqrt(torch.clamp(g2, min=0.0)).to(like.dtype)
 
     def __repr__(self) -> str:

@@ -153,6 +153,7 @@ class GaussianFlow(ProbabilityFlow):
         self.prediction = "x0"
 
     def predict_kinds(self, t: float | torch.Tensor, x: torch.Tensor, kinds: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        check_time(t)
         mean, s, U = self.data._tensors(x)
         t64 = as_time(t, x).detach().to(torch.float64)
         alpha, sigma, d_alpha, d_sigma = (c.to(x.dtype) for c in self.path.coefficients(t64))

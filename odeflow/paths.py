@@ -111,6 +111,14 @@ class GaussianPath(ABC):
         lo, hi = self.t_min, self.t_max
         return _out(t.clamp(lo, hi), was_number)
 
+    def _d_sigma_squared(self, t: torch.Tensor) -> torch.Tensor:
+        r"""$d(\sigma^2)/dt = 2\sigma\dot\sigma$ (overridden where $\dot\sigma$ is singular)."""
+        return 2.0 * self._sigma(t) * self._d_sigma(t)
+
+    def _g_squared(self, t: torch.Tensor) -> torch.Tensor:
+        r"""$g^2 = d(\sigma^2)/dt - 2(\dot\alpha/\alpha)\sigma^2$, unchecked."""
+        return self._d_sigma_squared(t) - 2.0 * self._d_alpha(t) / self._alpha(t) * self._sigma(t) ** 2
+
     def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r"""$(\alpha, \sigma, \dot\alpha, \dot\sigma)$ at tensor ``t``, unchecked: for inner loops."""
         return self._alpha(t), self._sigma(t), self._d_alpha(t), self._d_sigma(t)
@@ -122,11 +130,7 @@ class GaussianPath(ABC):
     def diffusion_squared(self, t: Time) -> Time:
         r"""Forward-SDE $g(t)^2 = 2\sigma\dot\sigma - 2f\sigma^2 = -2\sigma^2\dot\lambda$."""
 
-        def g2(s: torch.Tensor) -> torch.Tensor:
-            sig = self._sigma(s)
-            return 2.0 * sig * self._d_sigma(s) - 2.0 * self._d_alpha(s) / self._alpha(s) * sig**2
-
-        return self._apply(g2, t)
+        return self._apply(self._g_squared, t)
 
     # domain of t on which the inverse of λ is returned (subclasses may narrow it)
     t_min: float = 0.0
@@ -217,6 +221,9 @@ class VPPath(GaussianPath):
 
     def _d_sigma(self, t: torch.Tensor) -> torch.Tensor:
         return -self._alpha(t) * self._d_alpha(t) / self._sigma(t)
+
+    def _d_sigma_squared(self, t: torch.Tensor) -> torch.Tensor:
+        return -2.0 * self._alpha(t) * self._d_alpha(t)  # σ² = 1 − α², finite at t = 0
 
     def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
         log_alpha = self._log_alpha(t)
