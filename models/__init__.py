@@ -3,7 +3,8 @@
 Depends on `odeflow` and `solvers` only (DESIGN.md §2).
 """
 
-# exact Gaussian-mixture fields (issue 4)
+# exact Gaussian-mixture fields and the toy catalog (issue 4)
+from models import toys as toys
 from models.gmm import GaussianMixture as GaussianMixture
 from models.gmm import MixtureFlow as MixtureFlow
 from models.gmm import flow_map as flow_map
