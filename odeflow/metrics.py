@@ -34,6 +34,7 @@ the asymptotic range (floor and stalled points dropped) and returns $p$ with its
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -106,14 +107,23 @@ def _pair(x: object, y: object, names: tuple[str, str]) -> tuple[torch.Tensor, t
 # --------------------------------------------------------------------------------------------
 # quadrature
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.special import roots_legendre  # noqa: PLC0415 (scipy is a dependency; keep import local)
+
+    nodes, weights = roots_legendre(n)
+    return nodes, weights
+
+
 def gauss_legendre(n: int, a: float = 0.0, b: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Gauss–Legendre nodes and weights on $[a, b]$ (float64): exact for polynomials of degree $2n-1$.
 
     The nodes are interior, so a field that is singular *at* $t = 0$ (e.g. $\dot\sigma$ of the VP
-    path) is never evaluated there. Nodes are returned increasing.
+    path) is never evaluated there. Nodes are returned increasing. (scipy's ``roots_legendre``,
+    cached per ``n``.)
     """
     check_positive(n, "n", integer=True)
-    nodes, weights = np.polynomial.legendre.leggauss(n)
+    nodes, weights = _legendre(n)
     half = 0.5 * (b - a)
     t = torch.tensor(a + half * (nodes + 1.0), dtype=torch.float64)
     w = torch.tensor(half * weights, dtype=torch.float64)

@@ -61,12 +61,14 @@ PACKAGES = ("odeflow", "torch", "numpy", "scipy", "pandas", "matplotlib", "torch
 @dataclass
 class Summary:
     """What a study's ``report`` returns: the summary ``table`` (printed and saved as table.md),
-    ``notes`` (markdown paragraphs written under the table) and the ``plots`` it wrote."""
+    ``notes`` (markdown paragraphs written under the table), the ``plots`` it wrote, an optional
+    ``title`` and the significant ``digits`` of the table's numbers."""
 
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     title: str = ""
+    digits: int = 3
 
 
 # ----------------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ class StudyResult:
 
     @property
     def table_markdown(self) -> str:
-        return "" if self.summary is None else markdown_table(self.summary.table)
+        return "" if self.summary is None else markdown_table(self.summary.table, digits=self.summary.digits)
 
 
 def _load_module(study: ModuleType | str) -> ModuleType:
@@ -388,7 +388,7 @@ def _write_outputs(
     result = mod.report(df, out, config)
     summary = result if isinstance(result, Summary) else Summary(table=result)
     title = summary.title or getattr(mod, "TITLE", name)
-    text = [f"# {title}", "", markdown_table(summary.table)]
+    text = [f"# {title}", "", markdown_table(summary.table, digits=summary.digits)]
     for note in summary.notes:
         text += [note.strip(), ""]
     atomic_write_text(out / "table.md", "\n".join(text).rstrip() + "\n")
