@@ -382,13 +382,20 @@ def train(
 
 
 # --------------------------------------------------------------------------------------------- reflow
-def _noise_shape(flow: ProbabilityFlow, noise_shape: Sequence[int] | None) -> tuple[int, ...]:
+def _noise_shape(flow: ProbabilityFlow, model: nn.Module, noise_shape: Sequence[int] | None) -> tuple[int, ...]:
     if noise_shape is not None:
-        return tuple(int(s) for s in noise_shape)
-    shape = getattr(flow.model, "data_shape", None)
-    if shape is None:
-        raise InvalidInputError("pass noise_shape= (the per-sample shape); the flow's model has no .data_shape")
-    return tuple(shape)
+        try:
+            shape = tuple(int(s) for s in noise_shape)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"noise_shape must be a sequence of positive ints, got {noise_shape!r}") from None
+        if not shape or min(shape) < 1:
+            raise InvalidInputError(f"noise_shape must be a sequence of positive ints, got {noise_shape!r}")
+        return shape
+    for source in (getattr(flow, "model", None), model):
+        shape = getattr(source, "data_shape", None)
+        if shape is not None:
+            return tuple(shape)
+    raise InvalidInputError("pass noise_shape= (the per-sample shape): neither model has a .data_shape")
 
 
 @torch.no_grad()
@@ -456,8 +463,8 @@ def reflow(
 ) -> ReflowResult:
     r"""One round of reflow: couple fresh noise with the flow's ODE image, train the next rectified flow.
 
-    1. $x_1 \sim N(0, I)$, ``n_pairs`` samples of shape ``noise_shape`` (default
-       ``flow.model.data_shape``), drawn from ``seed``.
+    1. $x_1 \sim N(0, I)$, ``n_pairs`` samples of shape ``noise_shape`` (default: the
+       ``data_shape`` of the flow's model or of the new model), drawn from ``seed``.
     2. $x_0 = \Phi(x_1)$: ``solve(flow, x1, solver=solver, grid=grid)`` (cost: ``n_pairs`` × NFE
        model calls, no gradients).
     3. Train a velocity model on ``path`` (default linear) with the coupling ``(x0, x1)``:
@@ -479,7 +486,7 @@ def reflow(
     train_kwargs.pop("prediction", None)
     new_model = _next_model(flow, model, init, path, seed)
     dtype, device = _model_dtype_device(new_model)
-    shape = _noise_shape(flow, noise_shape)
+    shape = _noise_shape(flow, new_model, noise_shape)
     gen = torch.Generator().manual_seed(seed)
     x1 = torch.randn((n_pairs, *shape), generator=gen, dtype=dtype).to(device)
     x0, nfe = sample_flow(flow, x1, solver=solver, grid=grid, chunk=chunk)
