@@ -6,10 +6,10 @@ exact on every path) plus, for a single Gaussian, the closed-form flow map:
 | name | data | why |
 |---|---|---|
 | ``dirac`` | point mass at $(1, \tfrac12)$ | exactly straight under the linear path |
-| ``gaussian`` | $N(0, \tfrac14 I_2)$ | closed forms: normalised $S = 4-\pi$, ratio 1.211 (linear) |
+| ``gaussian_sd0.5`` | $N(0, \tfrac14 I_2)$ | closed forms: normalised $S = 4-\pi$, ratio 1.211 (linear) |
 | ``gaussian_aniso`` | $N(\mu, \Sigma)$, 2-d, full $\Sigma$, eigenvalues 0.5, 0.02 | smooth, analytic reference |
-| ``mixture64`` | 8 components in 64-d, random means and diagonal variances (fixed seed) | a high-dimensional field |
-| toy names | `models.toys` (8gaussians, checkerboard, …) | the usual 2-d benchmarks |
+| ``mixture64`` | ``toys.random_gmm(d=64, k=8, seed=0)``: full covariances | a high-dimensional field |
+| toy names | `models.toys` with default parameters (8gaussians, checkerboard, …) | the usual benchmarks |
 
 The starting points of a sampler are exact samples of the path's marginal at $t = 1$,
 $x_1 = \alpha(1)x_0 + \sigma(1)\varepsilon$ (pure noise on the linear and cosine paths; on VP
@@ -29,7 +29,7 @@ from studies.runner import derive_seed
 
 __all__ = ["Problem", "get_problem", "problem_names", "BUILTIN"]
 
-BUILTIN = ("dirac", "gaussian", "gaussian_aniso", "mixture64")
+BUILTIN = ("dirac", "gaussian_sd0.5", "gaussian_aniso", "mixture64")
 
 
 def _toy_names() -> list[str]:
@@ -109,24 +109,20 @@ class Problem:
 
 
 def _builtin(name: str) -> object:
-    from models.gmm import GaussianMixture  # noqa: PLC0415 (studies depend on models; keep list() fast)
+    from models import toys  # noqa: PLC0415 (studies depend on models; keep `odeflow list` fast)
+    from models.gmm import GaussianMixture  # noqa: PLC0415
 
     if name == "dirac":
         return GaussianMixture([1.0], [[1.0, 0.5]], [0.0])
-    if name == "gaussian":
-        return GaussianMixture([1.0], [[0.0, 0.0]], [0.25])
+    if name == "gaussian_sd0.5":
+        return toys.get("gaussian", d=2, std=0.5)
     if name == "gaussian_aniso":
         c, s = 0.8, 0.6  # rotation by atan(3/4)
         rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
         cov = rot @ torch.diag(torch.tensor([0.5, 0.02], dtype=torch.float64)) @ rot.T
         return GaussianMixture([1.0], [[0.5, -0.25]], cov[None])
     if name == "mixture64":
-        g = torch.Generator().manual_seed(64)
-        k, d = 8, 64
-        means = torch.randn(k, d, generator=g, dtype=torch.float64) / d**0.5 * 3.0
-        variances = 0.05 + 0.45 * torch.rand(k, d, generator=g, dtype=torch.float64)
-        weights = 0.5 + torch.rand(k, generator=g, dtype=torch.float64)
-        return GaussianMixture(weights, means, variances / d**0.5)
+        return toys.get("random_gmm", d=64, k=8, seed=0)
     raise KeyError(name)
 
 

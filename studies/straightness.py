@@ -53,7 +53,7 @@ NAME = "straightness"
 TITLE = "Straightness of probability-flow trajectories"
 CACHE_VERSION = 1
 
-DEFAULT_PROBLEMS = ("dirac", "gaussian", "8gaussians", "checkerboard")
+DEFAULT_PROBLEMS = ("dirac", "gaussian_sd0.5", "8gaussians", "checkerboard")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(n_samples=256, nodes=64, substeps=2)
+        return cls(n_samples=256, nodes=48, substeps=2, plot_trajectories=32)
 
 
 def validate(config: Config) -> None:

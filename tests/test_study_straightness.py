@@ -19,7 +19,7 @@ from studies.runner import run_study
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path]:
     out = tmp_path_factory.mktemp("straightness")
     cfg = straightness.Config(
-        problems=("dirac", "gaussian"), paths=("linear", "vp", "cosine", "ve"), n_samples=32, nodes=64,
+        problems=("dirac", "gaussian_sd0.5"), paths=("linear", "vp", "cosine", "ve"), n_samples=32, nodes=64,
         plot_trajectories=0,
     )
     res = run_study(straightness, cfg, out, progress=False)
@@ -39,16 +39,16 @@ def test_dirac_linear_is_straight_and_one_euler_step_lands(result) -> None:
 
 def test_gaussian_closed_forms(result) -> None:
     df, _ = result
-    lin = df.loc[("gaussian", "linear")]
+    lin = df.loc[("gaussian_sd0.5", "linear")]
     assert lin["S_norm"] == pytest.approx(4 - math.pi, abs=1e-8)
     assert round(lin["S_norm"], 3) == 0.858 and round(lin["ratio_exact"], 3) == 1.211
     assert lin["ratio"] == pytest.approx(lin["ratio_exact"], abs=1e-3)  # Gauss–Legendre across the kink at t*
     for path in ("vp", "cosine", "ve"):
-        row = df.loc[("gaussian", path)]
+        row = df.loc[("gaussian_sd0.5", path)]
         assert row["ratio"] == pytest.approx(1.0, abs=1e-9)
         assert row["S_norm"] == pytest.approx(row["S_norm_exact"], rel=1e-8)
     # same curves (α² + σ² = 1), different clocks: equal ratios, different S
-    assert df.loc[("gaussian", "vp"), "S_norm"] > 4 * df.loc[("gaussian", "cosine"), "S_norm"]
+    assert df.loc[("gaussian_sd0.5", "vp"), "S_norm"] > 4 * df.loc[("gaussian_sd0.5", "cosine"), "S_norm"]
 
 
 def test_report_files_and_statement(result) -> None:
@@ -60,9 +60,9 @@ def test_report_files_and_statement(result) -> None:
 
 
 def test_trajectory_plot(tmp_path: Path) -> None:
-    cfg = straightness.Config(problems=("gaussian",), paths=("linear", "cosine"), nodes=16, plot_trajectories=4)
-    png = straightness._trajectory_plot("gaussian", cfg, tmp_path)
-    assert png.name == "trajectories_gaussian.png" and png.read_bytes()[:4] == b"\x89PNG"
+    cfg = straightness.Config(problems=("gaussian_sd0.5",), paths=("linear", "cosine"), nodes=16, plot_trajectories=4)
+    png = straightness._trajectory_plot("gaussian_sd0.5", cfg, tmp_path)
+    assert png.name == "trajectories_gaussian_sd0.5.png" and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rk4_trajectories_match_the_flow_map() -> None:
