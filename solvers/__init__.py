@@ -4,7 +4,36 @@ Solvers never import models (DESIGN.md §2); they depend only on `odeflow`.
 """
 
 from solvers.base import SOLVERS, Solution, Solver, SolverState, Stats, get_solver, register, solver_names
+from solvers.grids import (
+    GRIDS,
+    flux,
+    flux_mu,
+    get_grid,
+    grid_names,
+    karras,
+    log_snr_uniform,
+    quadratic,
+    shifted,
+    uniform,
+)
+from solvers.runge_kutta import (
+    DOP853,
+    RK3,
+    RK4,
+    RK38,
+    SSPRK3,
+    Bosh3,
+    Dopri5,
+    Euler,
+    Heun,
+    HeunEuler,
+    Midpoint,
+    Ralston,
+    RungeKutta,
+    Tsit5,
+)
 from solvers.solve import check_grid, solve
+from solvers.tableaux import TABLEAUX, ButcherTableau, get_tableau, tableau_names
 
 __all__ = [
     "SOLVERS",
@@ -17,4 +46,33 @@ __all__ = [
     "solver_names",
     "solve",
     "check_grid",
+    # issue 3: Runge–Kutta, tableaux, grids
+    "ButcherTableau",
+    "TABLEAUX",
+    "get_tableau",
+    "tableau_names",
+    "RungeKutta",
+    "Euler",
+    "Midpoint",
+    "Heun",
+    "Ralston",
+    "RK3",
+    "SSPRK3",
+    "RK4",
+    "RK38",
+    "HeunEuler",
+    "Bosh3",
+    "Dopri5",
+    "Tsit5",
+    "DOP853",
+    "GRIDS",
+    "get_grid",
+    "grid_names",
+    "uniform",
+    "quadratic",
+    "shifted",
+    "flux",
+    "flux_mu",
+    "karras",
+    "log_snr_uniform",
 ]
