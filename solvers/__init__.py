@@ -4,6 +4,9 @@ Solvers never import models (DESIGN.md §2); they depend only on `odeflow`.
 """
 
 from solvers.base import SOLVERS, Solution, Solver, SolverState, Stats, get_solver, register, solver_names
+from solvers.brownian import BrownianPath
+from solvers.ddim import DDIM
+from solvers.dpm_solver import DPMSolver, DPMSolverPP
 from solvers.grids import (
     GRIDS,
     flux,
@@ -32,8 +35,10 @@ from solvers.runge_kutta import (
     RungeKutta,
     Tsit5,
 )
+from solvers.sde import EulerMaruyama, SDEHeun
 from solvers.solve import check_grid, solve
 from solvers.tableaux import TABLEAUX, ButcherTableau, get_tableau, tableau_names
+from solvers.unipc import UniPC
 
 __all__ = [
     "SOLVERS",
@@ -75,4 +80,12 @@ __all__ = [
     "flux_mu",
     "karras",
     "log_snr_uniform",
+    # issue 5: exponential integrators, SDE solvers, Brownian paths (OdeflowScheduler: solvers.diffusers)
+    "DDIM",
+    "DPMSolver",
+    "DPMSolverPP",
+    "UniPC",
+    "EulerMaruyama",
+    "SDEHeun",
+    "BrownianPath",
 ]
