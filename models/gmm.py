@@ -230,13 +230,9 @@ class GaussianMixture:
                 "Use marginal(t, path).log_prob with sigma(t) > 0"
             )
         frame = self._frame(x)
-        c64 = frame.lam64
-        consts = self._consts(frame, c64, x.dtype)
+        const, neg_half_inv_c, _ = self._consts(frame, frame.lam64, x.dtype, {})
         one = torch.ones((), dtype=x.dtype, device=x.device)
-        pieces = [
-            self._chunk(xc, one, frame, consts, need_g=False, need_x0=False, need_logp=True)[2]
-            for xc in self._chunks(x)
-        ]
+        pieces = [self._chunk(xc, one, frame, const, neg_half_inv_c, {}, need_logp=True)[2] for xc in self._chunks(x)]
         return torch.cat(pieces) if pieces else x.new_empty(0)
 
     def marginal(self, t: float | torch.Tensor, path: GaussianPath) -> GaussianMixture:
@@ -325,16 +321,19 @@ class GaussianMixture:
             self._frames[key] = frame
         return frame
 
-    def _consts(self, frame: _Frame, c64: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Per-time (K, ·) tensors from the eigenvalues ``c64`` of C_k (float64, positive)."""
+    def _consts(
+        self, frame: _Frame, c64: torch.Tensor, dtype: torch.dtype, coefs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-time tensors from the eigenvalues ``c64`` (K, d) or (K, 1) of C_k (float64, positive).
+
+        Returns the log-normaliser plus log-weight ``const`` (K,), ``-½/c`` transposed (d, K) or
+        (1, K), and the requested coefficient sets (float64 (K, ·)) transposed and cast.
+        """
         reps = self.dim if self.cov_type == "isotropic" else 1
         log_det = torch.log(c64).sum(dim=1) * reps
-        inv_c = 1.0 / c64
-        return {
-            "const": (frame.log_w.to(torch.float64) - 0.5 * log_det - 0.5 * self.dim * _LOG_2PI).to(dtype),
-            "inv_c": inv_c.to(dtype),
-            "lam_inv_c": (frame.lam64 * inv_c).to(dtype),
-        }
+        const = (frame.log_w.to(torch.float64) - 0.5 * log_det - 0.5 * self.dim * _LOG_2PI).to(dtype)
+        neg_half_inv_c = (-0.5 / c64).T.contiguous().to(dtype)
+        return const, neg_half_inv_c, {name: c.T.contiguous().to(dtype) for name, c in coefs.items()}
 
     def _chunks(self, x: torch.Tensor) -> list[torch.Tensor]:
         per_point = self.n_components * (self.dim if self._use_direct() else 1)
@@ -349,68 +348,70 @@ class GaussianMixture:
         xc: torch.Tensor,
         a: torch.Tensor,
         frame: _Frame,
-        consts: dict[str, torch.Tensor],
+        const: torch.Tensor,
+        neg_half_inv_c: torch.Tensor,
+        coefs: dict[str, torch.Tensor],
         *,
-        need_g: bool,
-        need_x0: bool,
         need_logp: bool = False,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """(G, E[x0|x], log p) for one chunk; G = Σ r_k C_k⁻¹(x − αμ_k). ``a`` = α (0-d)."""
-        inv_c, lam_inv_c = consts["inv_c"], consts["lam_inv_c"]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        r"""Weighted sums for one chunk of points.
+
+        With responsibilities $r_k$ and $\delta_k = U_k^\top(x - \alpha\mu_k)$ (no rotation for
+        diagonal/isotropic covariances) returns, for each coefficient set $\kappa$ in ``coefs``
+        (transposed, (d, K) or (1, K)), $\sum_k r_k U_k(\kappa_k \odot \delta_k)$; also
+        $\sum_k r_k\mu_k$ and, if asked, $\log p(x)$.
+        """
         b, K, d = xc.shape[0], self.n_components, self.dim
-        g = h = None
+        sums: dict[str, torch.Tensor] = {}
         if self._use_direct():
-            # (b, d, K) layout: every elementwise op and reduction runs over the contiguous K axis
-            inv_c_t = inv_c.T
+            # (b, K) slabs per coordinate: every elementwise op and reduction runs over contiguous K
             coords = None if frame.u_cat is None else (xc @ frame.u_cat).view(b, d, K)  # U_kᵀ x
             centres = a * (frame.mu if frame.nu is None else frame.nu).T  # (d, K)
-            diffs, scaled = [], []
-            quad = None
+            deltas = []
+            logits = None
             for j in range(d):
                 dj = (xc[:, j, None] if coords is None else coords[:, j]) - centres[j]
-                dcj = dj * inv_c_t[j if inv_c_t.shape[0] > 1 else 0]
-                quad = dj * dcj if quad is None else quad + dj * dcj
-                diffs.append(dj)
-                scaled.append(dcj)
-            logits = consts["const"] - 0.5 * quad
+                nh = neg_half_inv_c[j if neg_half_inv_c.shape[0] > 1 else 0]
+                quad_j = dj * dj * nh
+                logits = const + quad_j if logits is None else logits + quad_j
+                deltas.append(dj)
             log_p = torch.logsumexp(logits, dim=-1) if need_logp else None
             r = torch.softmax(logits, dim=-1)
-            if need_g:
-                dc = torch.stack(scaled, dim=1)  # (b, d, K): C_k⁻¹(x − αμ_k) in the frame of U_k
+            for name, kappa in coefs.items():
+                per_j = kappa.shape[0] > 1
                 if frame.u_cat is None:
-                    g = torch.bmm(dc, r[:, :, None]).squeeze(-1)
+                    rk = None if per_j else r * kappa[0]
+                    cols = []
+                    for j in range(d):
+                        w = r * kappa[j] if per_j else rk
+                        cols.append(torch.bmm(deltas[j][:, None, :], w[:, :, None]).view(b))
+                    sums[name] = torch.stack(cols, dim=1)
                 else:
-                    g = (dc * r[:, None, :]).reshape(b, d * K) @ frame.u_cat.T
-            if need_x0:
-                hk = torch.stack(diffs, dim=1) * lam_inv_c.T  # Λ_k C_k⁻¹(x − αμ_k) in the frame of U_k
-                if frame.u_cat is None:
-                    h = torch.bmm(hk, r[:, :, None]).squeeze(-1)
-                else:
-                    h = (hk * r[:, None, :]).reshape(b, d * K) @ frame.u_cat.T
+                    weighted = torch.stack(deltas, dim=1) * (r[:, None, :] * kappa)  # (b, d, K)
+                    sums[name] = weighted.reshape(b, d * K) @ frame.u_cat.T
         else:  # diagonal / isotropic in high dimension: expand the quadratic forms into matrix products
             mu = frame.mu
+            nh = neg_half_inv_c.T  # (K, d) or (K, 1)
             sq = xc * xc
-            if self.cov_type == "isotropic":
-                x_term = sq.sum(dim=1, keepdim=True) * inv_c.T
-            else:
-                x_term = sq @ inv_c.T
-            cross = xc @ (mu * inv_c).T
-            mu_term = (mu * mu * inv_c).sum(dim=1)
-            quad = x_term - 2.0 * a * cross + a * a * mu_term
-            logits = consts["const"] - 0.5 * quad
+            x_term = sq.sum(dim=1, keepdim=True) * nh.T if self.cov_type == "isotropic" else sq @ nh.T
+            logits = const + x_term - (2.0 * a) * (xc @ (mu * nh).T) + (a * a) * (mu * mu * nh).sum(dim=1)
             log_p = torch.logsumexp(logits, dim=-1) if need_logp else None
             r = torch.softmax(logits, dim=-1)
-            if need_g:
-                g = xc * (r @ inv_c) - a * (r @ (mu * inv_c))
-            if need_x0:
-                h = xc * (r @ lam_inv_c) - a * (r @ (mu * lam_inv_c))
-        x0 = None
-        if need_x0:
-            x0 = r @ frame.mu + a * h
-        return g, x0, log_p
+            for name, kappa in coefs.items():
+                kap = kappa.T  # (K, d) or (K, 1)
+                sums[name] = xc * (r @ kap) - a * (r @ (mu * kap))
+        return sums, r @ frame.mu, log_p
 
     def _predict(self, t: float | torch.Tensor, x: torch.Tensor, path: GaussianPath, kinds: Sequence[str]):
-        """Every kind in ``kinds`` from one computation of the responsibilities."""
+        r"""Every kind in ``kinds`` from one computation of the responsibilities.
+
+        With $\delta_k = x - \alpha\mu_k$ and $c_k$ the eigenvalues of $C_k$:
+        $G = \sum_k r_k C_k^{-1}\delta_k$ (coefficients $1/c$; score $-G$, noise $\sigma G$),
+        $\mathbb E[x_0|x] = \sum_k r_k\mu_k + \alpha\sum_k r_k \Sigma_k C_k^{-1}\delta_k$
+        (coefficients $\lambda/c$) and
+        $v = \dot\alpha\sum_k r_k\mu_k + \sum_k r_k\,(\dot\alpha\alpha\Sigma_k + \sigma\dot\sigma I)C_k^{-1}\delta_k$
+        (coefficients $(\dot\alpha\alpha\lambda + \sigma\dot\sigma)/c$, i.e. $\tfrac12\dot C_k C_k^{-1}$).
+        """
         for kind in kinds:
             check_choice(kind, PREDICTION_KINDS, "prediction kind")
         self._check_x(x)
@@ -422,7 +423,8 @@ class GaussianMixture:
         alpha64, sigma64, d_alpha64 = path._alpha(t64), path._sigma(t64), path._d_alpha(t64)
         sig_dsig64 = 0.5 * path._d_sigma_squared(t64)  # σσ̇, finite at t = 0 on the VP path
         frame = self._frame(x)
-        c64 = alpha64**2 * frame.lam64 + sigma64**2
+        lam = frame.lam64
+        c64 = alpha64**2 * lam + sigma64**2
         zero_sigma = None
         if self.singular:
             zero_sigma = sigma64 == 0
@@ -432,42 +434,49 @@ class GaussianMixture:
                     f"the score at t = {float(t64):g} (sigma = 0) does not exist for a mixture with zero "
                     "variances (an empirical distribution); evaluate at sigma(t) > 0"
                 )
-        consts = self._consts(frame, c64, dtype)
+        coefs64: dict[str, torch.Tensor] = {}
+        if "epsilon" in kinds or "score" in kinds:
+            coefs64["g"] = 1.0 / c64
+        if "x0" in kinds:
+            coefs64["h"] = lam / c64
+        if "velocity" in kinds:
+            coefs64["v"] = (d_alpha64 * alpha64 * lam + sig_dsig64) / c64
+        const, neg_half_inv_c, coefs = self._consts(frame, c64, dtype, coefs64)
         a = alpha64.to(dtype)
-        need_x0 = any(k in ("x0", "velocity") for k in kinds)
-        need_g = any(k in ("epsilon", "score", "velocity") for k in kinds)
-        g = torch.empty_like(x) if need_g else None
-        x0 = torch.empty_like(x) if need_x0 else None
+        totals = {name: torch.empty_like(x) for name in coefs}
+        mean = torch.empty_like(x)
         start = 0
         for xc in self._chunks(x):
-            gc, x0c, _ = self._chunk(xc, a, frame, consts, need_g=need_g, need_x0=need_x0)
+            sums, mean_c, _ = self._chunk(xc, a, frame, const, neg_half_inv_c, coefs)
             stop = start + xc.shape[0]
-            if need_g:
-                g[start:stop] = gc
-            if need_x0:
-                x0[start:stop] = x0c
+            for name, value in sums.items():
+                totals[name][start:stop] = value
+            mean[start:stop] = mean_c
             start = stop
-        sigma, d_alpha, sig_dsig = sigma64.to(dtype), d_alpha64.to(dtype), sig_dsig64.to(dtype)
+        sigma, d_alpha = sigma64.to(dtype), d_alpha64.to(dtype)
         if zero_sigma is not None:
+            # σ = 0 with a singular Σ_k: the exact conditional expectations x0 = x/α, ε = 0
             alpha_safe = torch.where(zero_sigma, alpha64, torch.ones_like(alpha64)).to(dtype)
             x_over_alpha = x / alpha_safe
-            if need_x0:
-                x0 = torch.where(zero_sigma, x_over_alpha, x0)
-            if need_g:
-                g = torch.where(zero_sigma, torch.zeros_like(g), g)
         out = []
         for kind in kinds:
             if kind == "x0":
-                out.append(x0)
-            elif kind == "epsilon":
-                out.append(sigma * g)
-            elif kind == "score":
-                score = -g
+                value = mean + a * totals["h"]
                 if zero_sigma is not None:
-                    score = torch.where(zero_sigma, torch.full_like(score, float("nan")), score)
-                out.append(score)
+                    value = torch.where(zero_sigma, x_over_alpha, value)
+            elif kind == "velocity":
+                value = d_alpha * mean + totals["v"]
+                if zero_sigma is not None:
+                    value = torch.where(zero_sigma, d_alpha * x_over_alpha, value)
+            elif kind == "epsilon":
+                value = sigma * totals["g"]
+                if zero_sigma is not None:
+                    value = torch.where(zero_sigma, torch.zeros_like(value), value)
             else:
-                out.append(d_alpha * x0 + sig_dsig * g)
+                value = -totals["g"]
+                if zero_sigma is not None:
+                    value = torch.where(zero_sigma, torch.full_like(value, float("nan")), value)
+            out.append(value)
         return tuple(out)
 
 
@@ -519,9 +528,10 @@ def benchmark_velocity(
 ) -> dict[str, float]:
     """Time one exact velocity evaluation of ``n`` points for a random ``k``-component mixture.
 
-    Returns wall seconds, points per second, and the process's peak resident memory before and
-    after (GB; ``ru_maxrss``, so run it in a fresh process for a clean figure:
-    ``python -m models.gmm``). Diagonal covariances, linear path, time ``t``.
+    Returns wall seconds, process CPU seconds (all threads; a load-independent figure on a shared
+    machine), points per second, and the process's peak resident memory before and after the call
+    (GB; ``ru_maxrss``, so run it in a fresh process for a clean figure: ``python -m models.gmm``).
+    Diagonal covariances drawn at random, means in [-2, 2]², linear path, time ``t``.
     """
     from odeflow.paths import LinearPath
 
@@ -534,11 +544,12 @@ def benchmark_velocity(
     x = torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)
     flow = gmm.field(LinearPath())
     flow(t, x[:1000])  # warm-up
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     v = flow(t, x)
     seconds = time.perf_counter() - start
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if not bool(torch.isfinite(v).all()):
         raise RuntimeError("benchmark produced non-finite velocities")
     return {
@@ -547,9 +558,10 @@ def benchmark_velocity(
         "d": float(d),
         "threads": float(torch.get_num_threads()),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "points_per_second": n / seconds,
-        "peak_rss_gb_before": rss_before,
-        "peak_rss_gb": rss_after,
+        "peak_rss_gb_before": before.ru_maxrss / 2**20,
+        "peak_rss_gb": after.ru_maxrss / 2**20,
     }
 
 

@@ -437,11 +437,12 @@ def test_bad_evaluation_input_raises():
 def test_benchmark_million_points_100_components_loosely():
     """Issue bound: 10^6 points × 100 components in 2-D under 20 s on 2 cores and 4 GB; loose check here.
 
-    Run in a fresh process so the peak resident memory is this evaluation's. One thread and a 3× time
-    margin, because the suite runs tests in parallel on shared cores.
+    Run in a fresh process so the peak resident memory is this evaluation's. One thread, and CPU time
+    rather than wall time (the suite shares its cores with other workers), with a 2× margin: one core
+    doing the work of two in under 40 s.
     """
     code = "import json; from models.gmm import benchmark_velocity; print(json.dumps(benchmark_velocity(threads=1)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["seconds"] < 60.0, result
+    assert result["cpu_seconds"] < 40.0, result
     assert result["peak_rss_gb"] < 4.0, result
