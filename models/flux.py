@@ -61,7 +61,6 @@ __all__ = [
     "unpack_latents",
     "latent_image_ids",
     "text_ids",
-    "flux_mu",
     "check_weights_folder",
     "resolve_weights",
     "default_device",
@@ -131,23 +130,6 @@ def latent_image_ids(
 def text_ids(length: int, *, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Rotary position ids of the text tokens: all zeros, shape ``(length, 3)``."""
     return torch.zeros(int(length), 3, device=device, dtype=dtype)
-
-
-def flux_mu(
-    image_seq_len: int,
-    base_shift: float = 0.5,
-    max_shift: float = 1.15,
-    base_seq_len: int = 256,
-    max_seq_len: int = 4096,
-) -> float:
-    r"""Flux's resolution-dependent shift $\mu$, linear in the token count.
-
-    $\mu = b + (m - b)(n - 256)/(4096 - 256)$ with $b$ = ``base_shift``, $m$ = ``max_shift``,
-    $n$ = ``image_seq_len``; the grid is then $t' = e^\mu / (e^\mu + 1/t - 1)$
-    (`solvers.grids.flux`). $\mu = 0.63$ at 512², $1.15$ at 1024².
-    """
-    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return base_shift + slope * (image_seq_len - base_seq_len)
 
 
 def default_device() -> torch.device:

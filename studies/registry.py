@@ -35,6 +35,9 @@ STUDIES: dict[str, StudySpec] = {
     "sde": StudySpec(
         "studies.sde", "strong/weak error of SDE solvers; ODE vs SDE distribution error at equal NFE"
     ),
+    "flux": StudySpec(
+        "studies.flux", "FLUX.1 (local weights; tiny random model with --quick): error vs NFE, straightness, cost"
+    ),
 }
 
 
