@@ -154,6 +154,43 @@ def test_euler_on_default_grid_equals_flux_pipeline(variant: str, n: int, dev: F
     assert img.shape == (2, 3, H, W) and (img - ref_img).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("variant", ["dev", "schnell"])
+@pytest.mark.parametrize("solver", ["heun", "rk4"])
+def test_odeflow_scheduler_inside_flux_pipeline_equals_solve(
+    variant: str, solver: str, dev: FluxModel, schnell: FluxModel
+) -> None:
+    """The same multi-stage solver run by FluxPipeline (through OdeflowScheduler) and by solve()."""
+    pytest.importorskip("solvers.grids")
+    from solvers import solve
+    from solvers.diffusers import OdeflowScheduler
+
+    model = dev if variant == "dev" else schnell
+    n = 3
+    cond = model.encode(PROMPTS, cache_dir=False)
+    field = model.field(cond, H, W, guidance=3.5)
+    x1 = model.noise(2, H, W, torch.Generator().manual_seed(11))
+    ours = solve(field, x1, solver=solver, grid=field.default_grid(n))
+    pipe = _pipeline(model)
+    pipe.scheduler = OdeflowScheduler.from_config(pipe.scheduler.config, solver=solver)
+    calls = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    try:
+        ref = pipe(
+            prompt_embeds=cond.prompt_embeds,
+            pooled_prompt_embeds=cond.pooled,
+            latents=x1,
+            height=H,
+            width=W,
+            num_inference_steps=n,
+            guidance_scale=3.5,
+            output_type="latent",
+        ).images
+    finally:
+        handle.remove()
+    assert len(calls) == ours.stats.nfe  # one transformer call per stage, as solve() counts them
+    assert (ours.x - ref).abs().max() <= 1e-5 * max(1.0, float(ref.abs().max()))
+
+
 def test_guidance_changes_dev_and_is_ignored_by_schnell(dev: FluxModel, schnell: FluxModel) -> None:
     cond = dev.encode(PROMPTS[:1], cache_dir=False)
     x = dev.noise(1, H, W, torch.Generator().manual_seed(0))
@@ -263,6 +300,20 @@ def test_embedding_cache_serves_prompts_without_encoders(tmp_path) -> None:
     # a different model never reads these files
     other = FluxModel.tiny(seed=3, embedding_cache=tmp_path)
     assert not torch.equal(other.encode(PROMPTS[:1]).pooled, first.pooled[:1])
+
+
+@pytest.mark.slow
+def test_import_models_does_not_need_diffusers() -> None:
+    """diffusers/transformers are optional: importing the packages (and models.flux) must not load them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, models, models.flux, studies.flux, studies.registry; "
+        "bad = [m for m in ('diffusers', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
 def test_encode_rejects_bad_prompts(dev: FluxModel) -> None:
