@@ -375,8 +375,11 @@ class GaussianMixture:
                 quad_j = dj * dj * nh
                 logits = const + quad_j if logits is None else logits + quad_j
                 deltas.append(dj)
-            log_p = torch.logsumexp(logits, dim=-1) if need_logp else None
-            r = torch.softmax(logits, dim=-1)
+            if K == 1:  # one component: r = 1 (skips a softmax)
+                log_p, r = logits[:, 0], torch.ones_like(logits)
+            else:
+                log_p = torch.logsumexp(logits, dim=-1) if need_logp else None
+                r = torch.softmax(logits, dim=-1)
             for name, kappa in coefs.items():
                 per_j = kappa.shape[0] > 1
                 if frame.u_cat is None:
