@@ -446,16 +446,20 @@ class GaussianMixture:
             coefs64["v"] = (d_alpha64 * alpha64 * lam + sig_dsig64) / c64
         const, neg_half_inv_c, coefs = self._consts(frame, c64, dtype, coefs64)
         a = alpha64.to(dtype)
-        totals = {name: torch.empty_like(x) for name in coefs}
-        mean = torch.empty_like(x)
-        start = 0
-        for xc in self._chunks(x):
-            sums, mean_c, _ = self._chunk(xc, a, frame, const, neg_half_inv_c, coefs)
-            stop = start + xc.shape[0]
-            for name, value in sums.items():
-                totals[name][start:stop] = value
-            mean[start:stop] = mean_c
-            start = stop
+        chunks = self._chunks(x)
+        if len(chunks) == 1:
+            totals, mean, _ = self._chunk(x, a, frame, const, neg_half_inv_c, coefs)
+        else:
+            totals = {name: torch.empty_like(x) for name in coefs}
+            mean = torch.empty_like(x)
+            start = 0
+            for xc in chunks:
+                sums, mean_c, _ = self._chunk(xc, a, frame, const, neg_half_inv_c, coefs)
+                stop = start + xc.shape[0]
+                for name, value in sums.items():
+                    totals[name][start:stop] = value
+                mean[start:stop] = mean_c
+                start = stop
         sigma, d_alpha = sigma64.to(dtype), d_alpha64.to(dtype)
         if zero_sigma is not None:
             # σ = 0 with a singular Σ_k: the exact conditional expectations x0 = x/α, ε = 0
