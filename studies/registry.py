@@ -35,6 +35,9 @@ STUDIES: dict[str, StudySpec] = {
     "sde": StudySpec(
         "studies.sde", "strong/weak error of SDE solvers; ODE vs SDE distribution error at equal NFE"
     ),
+    "reflow": StudySpec(
+        "studies.reflow", "1-RF → 2-RF → 3-RF on toys: straightness, few-step Euler error, learned-vs-exact field"
+    ),
     "flux": StudySpec(
         "studies.flux", "FLUX.1 (local weights; tiny random model with --quick): error vs NFE, straightness, cost"
     ),
