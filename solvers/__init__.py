@@ -3,6 +3,7 @@
 Solvers never import models (DESIGN.md §2); they depend only on `odeflow`.
 """
 
+from solvers.adaptive import PIController, solve_adaptive
 from solvers.base import SOLVERS, Solution, Solver, SolverState, Stats, get_solver, register, solver_names
 from solvers.brownian import BrownianPath
 from solvers.ddim import DDIM
@@ -80,6 +81,8 @@ __all__ = [
     "flux_mu",
     "karras",
     "log_snr_uniform",
+    "PIController",
+    "solve_adaptive",
     # issue 5: exponential integrators, SDE solvers, Brownian paths (OdeflowScheduler: solvers.diffusers)
     "DDIM",
     "DPMSolver",

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from odeflow._checks import check_positive
 from odeflow.errors import InvalidInputError
 from solvers.base import Field, Solver, SolverState, register
 from solvers.tableaux import (
@@ -220,10 +219,11 @@ class EmbeddedRungeKutta(RungeKutta):
     adaptive: ClassVar[bool] = True
 
     def __init__(self, rtol: float = 1e-6, atol: float = 1e-6, **options: Any) -> None:
-        check_positive(rtol, "rtol")
-        check_positive(atol, "atol", allow_zero=True)
+        from solvers.adaptive import check_adaptive_options  # noqa: PLC0415 (adaptive imports this module)
+
+        check_adaptive_options(rtol=rtol, atol=atol, **options)
         self.rtol, self.atol = float(rtol), float(atol)
-        self.options = dict(options)  # checked by solvers.adaptive.solve_adaptive
+        self.options = dict(options)
 
     def _repr_params(self) -> dict[str, Any]:
         return {"rtol": self.rtol, "atol": self.atol, **self.options}
