@@ -113,8 +113,11 @@ class SDESolver(Solver):
         """$g\\,\\Delta W$ for scalar or diagonal $g$, checked to be shaped like ``x``."""
         if not isinstance(g, torch.Tensor):
             g = torch.as_tensor(g, dtype=x.dtype, device=x.device)
-        noise = g * dw
-        if noise.shape != x.shape:
+        try:
+            noise = g * dw
+        except RuntimeError:
+            noise = None
+        if noise is None or noise.shape != x.shape:
             raise InvalidInputError(
                 f"diffusion(t, x) has shape {tuple(g.shape)}, which does not broadcast to the state {tuple(x.shape)}; "
                 "give a number, a 0-d tensor or a diagonal tensor shaped like x"
