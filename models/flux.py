@@ -225,6 +225,16 @@ class FluxField(ProbabilityFlow):
         self._per_batch: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     @property
+    def img_ids(self) -> torch.Tensor:
+        """Image-token position ids passed to the transformer, ``(tokens, 3)``."""
+        return self._img_ids
+
+    @property
+    def txt_ids(self) -> torch.Tensor:
+        """Text-token position ids passed to the transformer (zeros), ``(text tokens, 3)``."""
+        return self._txt_ids
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Per-sample state shape ``(tokens, channels)``."""
         return (self.seq_len, self.channels)
@@ -587,7 +597,8 @@ class FluxModel:
         encoders and tokenizers); the others can be loaded later with `load`. The folder is
         checked first (file system only), so a missing or partial download fails at once.
         schnell vs dev is read from ``transformer/config.json`` (``guidance_embeds``); T5 max
-        length is 512 for dev and 256 for schnell unless ``max_sequence_length`` is given.
+        length is 512 for dev and 256 for schnell unless ``max_sequence_length`` is given (or the
+        folder has the ``odeflow_flux.json`` that `save_pretrained` writes).
         ``embedding_cache``: a folder for cached prompt embeddings, ``True`` for the default
         (``$ODEFLOW_FLUX_CACHE`` or ``~/.cache/odeflow/flux-embeddings``), ``False``/``None`` for none.
         """

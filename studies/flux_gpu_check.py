@@ -150,7 +150,7 @@ def _plain_loop(pipe: Any, model: Any, cond: Any, latents: torch.Tensor, field: 
     batch = x.shape[0]
     guidance = torch.full((batch,), 3.5, device=x.device, dtype=torch.float32) if model.guidance_embeds else None
     txt_ids = torch.zeros(cond.prompt_embeds.shape[1], 3, device=x.device, dtype=dtype)
-    img_ids = field._img_ids
+    img_ids = field.img_ids
     for t in scheduler.timesteps:
         v = model.transformer(
             hidden_states=x,
