@@ -20,6 +20,7 @@ from solvers.grids import (
     shifted,
     uniform,
 )
+from solvers.multistep import AB2, AB3, AB4, AdamsBashforth
 from solvers.runge_kutta import (
     DOP853,
     RK3,
@@ -83,6 +84,10 @@ __all__ = [
     "log_snr_uniform",
     "PIController",
     "solve_adaptive",
+    "AdamsBashforth",
+    "AB2",
+    "AB3",
+    "AB4",
     # issue 5: exponential integrators, SDE solvers, Brownian paths (OdeflowScheduler: solvers.diffusers)
     "DDIM",
     "DPMSolver",
