@@ -510,6 +510,14 @@ def _transformers_dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def _diffusers_dtype_kwarg() -> str:
+    """diffusers 0.42 renamed ``torch_dtype`` to ``dtype`` (the old name warns); older releases know only the old."""
+    import diffusers  # noqa: PLC0415
+
+    major, minor = (int(p) for p in diffusers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
+
+
 def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -735,7 +743,7 @@ class FluxModel:
                 f"components {todo} are not loaded and this model has no weights folder to load them from"
             )
         check_weights_folder(self.source, todo)
-        kw = {"local_files_only": True, "use_safetensors": True}
+        kw = {"local_files_only": True, "use_safetensors": True, _diffusers_dtype_kwarg(): self.dtype}
         if "text" in todo:
             from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel  # noqa: PLC0415
 
@@ -749,14 +757,14 @@ class FluxModel:
         if "vae" in todo:
             from diffusers import AutoencoderKL  # noqa: PLC0415
 
-            self.vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae", torch_dtype=self.dtype, **kw)
+            self.vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae", **kw)
             self.vae.to(self.device).eval()
             self.vae_config = dict(self.vae.config)
         if "transformer" in todo:
             from diffusers import FluxTransformer2DModel  # noqa: PLC0415
 
             self.transformer = FluxTransformer2DModel.from_pretrained(
-                self.source, subfolder="transformer", torch_dtype=self.dtype, **kw
+                self.source, subfolder="transformer", **kw
             )
             self.transformer.to(self.device).eval()
         return self
