@@ -30,7 +30,8 @@ A study is one module in ``studies/`` registered by name in `studies.registry.ST
     `studies.report.Summary` may add notes and list plots). ``df`` holds every row, timing
     columns included.
 
-Optional: ``validate(config)`` (checks that need registries, e.g. solver names), ``TITLE``
+Optional: a ``plots: bool`` config field (``False`` skips the plots, e.g. in tests),
+``validate(config)`` (checks that need registries, e.g. solver names), ``TITLE``
 (one line) and ``CACHE_VERSION`` (bump it when a change of the code invalidates saved cells).
 A module-level ``run(config=None, out=None, **kw)`` that calls `run_study` is customary.
 

@@ -66,6 +66,7 @@ class Config:
     nodes: int = 128
     substeps: int = 4
     plot_trajectories: int = 48
+    plots: bool = True
     seed: int = 0
     device: str = "cpu"
 
@@ -228,8 +229,8 @@ NOTES = [
 
 
 def report(df: pd.DataFrame, out: Path, config: Config) -> Summary:
-    plots = [_bar_plot(df, out)]
-    for problem in df["problem"].unique():
+    plots = [_bar_plot(df, out)] if config.plots else []
+    for problem in df["problem"].unique() if config.plots else []:
         if get_problem(problem).dim == 2 and config.plot_trajectories > 0:
             plots.append(_trajectory_plot(problem, config, out))
     cols = ["problem", "path", "S", "S_norm", "S_norm_exact", "ratio", "ratio_exact", "one_step_rmse"]

@@ -21,6 +21,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path
     cfg = straightness.Config(
         problems=("dirac", "gaussian_sd0.5"), paths=("linear", "vp", "cosine", "ve"), n_samples=32, nodes=64,
         plot_trajectories=0,
+        plots=False,
     )
     res = run_study(straightness, cfg, out, progress=False)
     return res.df.set_index(["problem", "path"]), out
@@ -55,14 +56,17 @@ def test_report_files_and_statement(result) -> None:
     _, out = result
     table = (out / "table.md").read_text()
     assert "depends on the time parameterisation" in table and "0.8584" in table
-    for name in ("straightness.png", "results.csv", "config.json"):
+    for name in ("results.csv", "config.json"):
         assert (out / name).stat().st_size > 0
 
 
-def test_trajectory_plot(tmp_path: Path) -> None:
+def test_plots(result, tmp_path: Path) -> None:
+    df, _ = result
     cfg = straightness.Config(problems=("gaussian_sd0.5",), paths=("linear", "cosine"), nodes=16, plot_trajectories=4)
-    png = straightness._trajectory_plot("gaussian_sd0.5", cfg, tmp_path)
-    assert png.name == "trajectories_gaussian_sd0.5.png" and png.read_bytes()[:4] == b"\x89PNG"
+    summary = straightness.report(df.reset_index().query("problem == 'gaussian_sd0.5'"), tmp_path, cfg)
+    names = sorted(p.name for p in summary.plots)
+    assert names == ["straightness.png", "trajectories_gaussian_sd0.5.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in summary.plots)
 
 
 def test_rk4_trajectories_match_the_flow_map() -> None:
