@@ -4,6 +4,7 @@ Solvers never import models (DESIGN.md §2); they depend only on `odeflow`.
 """
 
 from solvers.adaptive import PIController, solve_adaptive
+from solvers.backends import SciPy, TorchDiffEq
 from solvers.base import SOLVERS, Solution, Solver, SolverState, Stats, get_solver, register, solver_names
 from solvers.brownian import BrownianPath
 from solvers.ddim import DDIM
@@ -88,6 +89,8 @@ __all__ = [
     "AB2",
     "AB3",
     "AB4",
+    "TorchDiffEq",
+    "SciPy",
     # issue 5: exponential integrators, SDE solvers, Brownian paths (OdeflowScheduler: solvers.diffusers)
     "DDIM",
     "DPMSolver",

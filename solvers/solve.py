@@ -98,11 +98,18 @@ def solve(
     max_steps: raise `MaxStepsExceeded` past this many steps.
     options: passed to ``solver.init`` (e.g. ``brownian=`` for SDE solvers) or to the
         adaptive driver (e.g. ``dt_min=``, ``dt0=``).
+
+    A solver with a ``solve_full(field, x, *, grid, t_span, save, save_at, max_steps, **options)``
+    method (the torchdiffeq and scipy backends) is handed the whole solve instead of the loop.
     """
     solver = get_solver(solver)
     check_state(x, "x")
     check_choice(save, SAVE_MODES, "save mode")
     check_positive(max_steps, "max_steps", integer=True)
+    solve_full = getattr(solver, "solve_full", None)
+    if callable(solve_full):  # a whole-solve backend (torchdiffeq, scipy): one call does everything
+        kw = {"grid": grid, "t_span": t_span, "save": save, "save_at": save_at, "max_steps": max_steps}
+        return solve_full(field, x, **kw, **options)
     if getattr(solver, "adaptive", False):
         from solvers.adaptive import solve_adaptive  # noqa: PLC0415 (adaptive driver)
 
