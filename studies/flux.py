@@ -354,6 +354,33 @@ def _solver(label: str, **kw: Any) -> Any:
     return get_solver(name, **opts, **kw)
 
 
+_STEPS_FOR_BUDGET: dict[tuple[str, int], int] = {}
+
+
+def steps_for_budget(label: str, budget: int) -> int:
+    """The most steps of solver ``label`` whose solve costs at most ``budget`` NFE (0 if none).
+
+    NFE of a fixed-step solve depends only on the step count (e.g. Adams–Bashforth 3 spends
+    3 NFE on each of its two Runge–Kutta start steps, then 1 per step), so it is found by
+    counting on a zero field — no transformer call.
+    """
+    key = (label, budget)
+    if key not in _STEPS_FOR_BUDGET:
+        from odeflow.dynamics import ProbabilityFlow  # noqa: PLC0415
+        from odeflow.paths import LinearPath  # noqa: PLC0415
+        from solvers import grids, solve  # noqa: PLC0415
+
+        zero = ProbabilityFlow(lambda t, x: torch.zeros_like(x), LinearPath(), "velocity")
+        x = torch.zeros(1, 1, dtype=torch.float64)
+        best = 0
+        for steps in range(1, budget + 1):
+            if solve(zero, x, solver=_solver(label), grid=grids.uniform(steps)).stats.nfe > budget:
+                break
+            best = steps
+        _STEPS_FOR_BUDGET[key] = best
+    return _STEPS_FOR_BUDGET[key]
+
+
 def _psnr(img: torch.Tensor, ref: torch.Tensor) -> float:
     mse = float(((img.float() - ref.float()) ** 2).mean())
     return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
@@ -454,9 +481,8 @@ def run_cell(config: Config, cell: dict[str, Any]) -> list[dict[str, Any]]:
                             )
                         )  # fmt: skip
                     continue
-                per_step = max(1, int(getattr(probe, "nfe_per_step", 1)))
                 for budget in budgets:
-                    steps = budget // per_step
+                    steps = steps_for_budget(label, budget)
                     if steps < 1:
                         continue
                     try:
@@ -577,6 +603,9 @@ def report(df: pd.DataFrame, out: Path, config: Config) -> Summary:
     notes.append(
         "Mean PSNR (dB) of the decoded images against the reference solve (RK4, "
         f"{config.reference_steps} steps on the checkpoint's grid), per NFE budget; higher is closer. "
+        "A budget is the most transformer calls a solve may make: each solver takes the most steps that fit "
+        "(Heun 2 and RK4 4 NFE per step; Adams–Bashforth pays for its Runge–Kutta start); results.csv has "
+        "the exact NFE of every solve. "
         f"{config.n_prompts} prompt(s) × {config.n_seeds} seed(s) per variant, {config.height}×{config.width} images, "
         f"{config.dtype} transformer, "
         "float32 solver state."
@@ -754,12 +783,11 @@ def _image_grid(config: Config, variant: str, out: Path) -> Path:
         ref = solve(field, x1, solver=_solver("rk4"), grid=field.default_grid(config.reference_steps)).x
         ref_img = _to_display(model.decode(ref, config.height, config.width)[0])
         for i, label in enumerate(labels):
-            per_step = max(1, int(getattr(_solver(label), "nfe_per_step", 1)))
             for j, budget in enumerate(budgets):
                 ax = axes[i, j]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                steps = budget // per_step
+                steps = steps_for_budget(label, budget)
                 if i == 0:
                     ax.set_title(f"NFE {budget}", fontsize=8)
                 if j == 0:

@@ -164,6 +164,17 @@ def test_cli_quick_run_writes_tables_plots_and_images(tmp_path, capsys) -> None:
     assert solves["psnr_db"].map(math.isfinite).all()
     adaptive = solves[solves["tol"].notna()]
     assert len(adaptive) > 0 and (adaptive["nfe"] > 0).all()
+    fixed = solves[solves["budget"].notna()]
+    assert (fixed["nfe"] <= fixed["budget"]).all()  # a budget caps the NFE, Runge–Kutta start included
+    ab3 = fixed[fixed["solver"] == "ab3"].set_index("budget")["nfe"]
+    assert ab3.loc[8].min() == 8 and ab3.loc[4].min() == 3  # 2 RK3 start steps + 2 AB steps; 1 RK3 step
+
+
+def test_steps_for_budget_counts_the_real_nfe() -> None:
+    assert [study.steps_for_budget("euler", b) for b in (1, 4)] == [1, 4]
+    assert [study.steps_for_budget("heun", b) for b in (1, 2, 5)] == [0, 1, 2]
+    assert [study.steps_for_budget("rk4", b) for b in (3, 4, 16)] == [0, 1, 4]
+    assert [study.steps_for_budget("ab3", b) for b in (2, 3, 8, 16)] == [0, 1, 4, 12]
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys) -> None:
