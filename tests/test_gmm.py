@@ -421,6 +421,22 @@ def test_weights_are_normalised_and_scalar_cov_broadcasts():
     assert gm.cov_type == "isotropic" and gm.covs.shape == (2,)
 
 
+def test_zero_weight_components_are_ignored():
+    """A component of weight 0 (log-weight −inf) changes nothing, in any branch of the kernel."""
+    for d in (2, 20):
+        gm = random_mixture(24, 3, d, "diagonal")
+        padded = GaussianMixture(
+            torch.cat([gm.weights, torch.zeros(1, dtype=torch.float64)]),
+            torch.cat([gm.means, torch.full((1, d), 0.3, dtype=torch.float64)]),
+            torch.cat([gm.covs, torch.full((1, d), 0.2, dtype=torch.float64)]),
+        )
+        x = query_points(gm, 0.4, CosinePath())
+        ours = gm.field(CosinePath()).predict_kinds(0.4, x, KINDS)
+        for a, b in zip(ours, padded.field(CosinePath()).predict_kinds(0.4, x, KINDS)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(a.abs().max()))
+        torch.testing.assert_close(gm.log_prob(x), padded.log_prob(x), rtol=1e-12, atol=1e-12)
+
+
 def test_bad_evaluation_input_raises():
     gm = random_mixture(22, 2, 2, "diagonal")
     flow = gm.field(LinearPath())
