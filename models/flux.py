@@ -631,7 +631,7 @@ class FluxModel:
         if max_sequence_length is None and extra_path.is_file():
             max_sequence_length = json.loads(extra_path.read_text()).get("max_sequence_length")
         if embedding_cache is True:
-            embedding_cache = os.environ.get(EMBEDDING_CACHE_ENV, "~/.cache/odeflow/flux-embeddings")
+            embedding_cache = _default_embedding_cache()
         elif embedding_cache is False:
             embedding_cache = None
         model = cls(
@@ -848,9 +848,14 @@ class FluxModel:
         prompts = list(prompts) if isinstance(prompts, Sequence) else prompts
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise InvalidInputError("prompts must be a string or a non-empty list of strings")
-        folder = self.embedding_cache if cache_dir is None else (None if cache_dir is False else Path(cache_dir))
-        if cache_dir is True:
-            folder = Path(os.environ.get(EMBEDDING_CACHE_ENV, "~/.cache/odeflow/flux-embeddings")).expanduser()
+        if cache_dir is None:
+            folder = self.embedding_cache
+        elif cache_dir is False:
+            folder = None
+        elif cache_dir is True:
+            folder = _default_embedding_cache()
+        else:
+            folder = Path(cache_dir).expanduser()
         found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         unique = list(dict.fromkeys(prompts))
         if folder is not None:
@@ -1030,6 +1035,11 @@ class FluxModel:
 # ----------------------------------------------------------------------------------------------
 # embedding cache
 # ----------------------------------------------------------------------------------------------
+def _default_embedding_cache() -> Path:
+    """``$ODEFLOW_FLUX_CACHE``, else ``~/.cache/odeflow/flux-embeddings``."""
+    return Path(os.environ.get(EMBEDDING_CACHE_ENV, "~/.cache/odeflow/flux-embeddings")).expanduser()
+
+
 def _text_weight_fingerprint(source: Path | None) -> list[Any] | None:
     """Names and sizes of the text-encoder weight files: changes when the weights do (no hashing of GBs)."""
     if source is None:

@@ -316,6 +316,13 @@ def test_import_models_does_not_need_diffusers() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
+def test_encode_cache_dir_true_uses_the_environment_folder(tmp_path, monkeypatch, dev: FluxModel) -> None:
+    monkeypatch.setenv("ODEFLOW_FLUX_CACHE", str(tmp_path / "env-cache"))
+    cond = dev.encode(PROMPTS[:1], cache_dir=True)
+    assert len(list((tmp_path / "env-cache").glob("*.safetensors"))) == 1
+    assert torch.equal(cond.pooled, dev.encode(PROMPTS[:1], cache_dir=False).pooled)
+
+
 def test_encode_rejects_bad_prompts(dev: FluxModel) -> None:
     for bad in ([], [1, 2], None):
         with pytest.raises(InvalidInputError, match="prompts"):
