@@ -145,6 +145,11 @@ class OdeflowScheduler(SchedulerMixin, ConfigMixin):
                 f"solver {solver!r} is {'adaptive' if self.solver.adaptive else 'an SDE solver'}; a diffusers "
                 "pipeline needs a fixed list of model calls: use a fixed-step ODE, multistep or exponential solver"
             )
+        if hasattr(self.solver, "solve_full"):
+            raise InvalidInputError(
+                f"solver {solver!r} is a whole-solve backend (torchdiffeq/scipy) whose model calls are not known in "
+                "advance; use one of odeflow's own fixed-step solvers (euler, heun, rk4, dpm_solver_pp, unipc, ...)"
+            )
         unsupported = {
             "invert_sigmas": invert_sigmas,
             "use_karras_sigmas": use_karras_sigmas,

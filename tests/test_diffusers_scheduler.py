@@ -173,6 +173,7 @@ def test_euler_reproduces_flow_match_euler(flux: dict, config: dict, pass_sigmas
         ("dpm_solver_pp", {"order": 3, "warmup": "singlestep", "lower_order_final": False}, None),
         ("unipc", {"order": 3, "lower_order_final": False}, 1),
         ("dpm_solver", {"order": 2}, None),
+        ("ab3", None, None),
     ],
 )
 def test_any_solver_equals_solve_on_the_same_field_and_sigmas(flux: dict, name: str, options, stages) -> None:
@@ -285,6 +286,7 @@ def test_config_round_trip(tmp_path) -> None:
         ({"solver": "nope"}, "valid solvers"),
         ({"solver": "dopri5"}, "adaptive"),
         ({"solver": "euler_maruyama"}, "SDE"),
+        ({"solver": "torchdiffeq", "solver_options": {"method": "rk4"}}, "backend"),
         ({"solver": "euler", "invert_sigmas": True}, "invert_sigmas"),
         ({"solver": "dpm_solver_pp", "solver_options": {"order": 7}}, "order"),
         ({"solver": "euler", "time_shift_type": "cubic"}, "time_shift_type"),
