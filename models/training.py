@@ -47,7 +47,7 @@ from torch import nn
 
 from odeflow._checks import check_choice, check_positive
 from odeflow.dynamics import ProbabilityFlow
-from odeflow.errors import InvalidInputError
+from odeflow.errors import InvalidInputError, NonFiniteError
 from odeflow.paths import GaussianPath, LinearPath, get_path
 from odeflow.predictions import PREDICTION_KINDS
 from solvers.base import Solver
@@ -296,8 +296,11 @@ def train(
     seed: seeds every random draw of the run (not the model's initialisation).
     progress: show a tqdm bar (its loss read-out syncs the host every 50 steps).
 
-    Returns a `TrainResult` whose ``losses`` are the per-step minibatch losses.
-    Cost: ``steps`` forward + backward passes on ``batch_size`` samples.
+    Returns a `TrainResult` whose ``losses`` are the per-step minibatch losses; raises
+    `NonFiniteError` (with the `TrainResult` in ``.partial``) if a loss was NaN or infinite.
+    Velocity targets on the VP path contain $\dot\sigma \sim t^{-1/2}$: train them with
+    ``t_range=(1e-3, 1.0)`` or so. Cost: ``steps`` forward + backward passes on ``batch_size``
+    samples.
     """
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model must be a torch.nn.Module called as model(t, x), got {type(model).__name__}")
@@ -375,10 +378,17 @@ def train(
             for p, s in zip(params, shadow):
                 p.copy_(s)
     model.eval()  # trained models are used as fields
+    result = TrainResult(losses=losses.cpu(), seconds=seconds, seed=seed, t_sampling=t_name, ema=ema)
     if not bool(torch.isfinite(losses).all()):
         bad = int(torch.nonzero(~torch.isfinite(losses))[0])
-        raise InvalidInputError(f"training diverged: the loss became non-finite at step {bad}; lower lr (was {lr:g})")
-    return TrainResult(losses=losses.cpu(), seconds=seconds, seed=seed, t_sampling=t_name, ema=ema)
+        raise NonFiniteError(
+            f"training diverged: the loss became non-finite at step {bad} (lower lr, was {lr:g}; on a path "
+            "whose sigma-dot is infinite at t = 0, such as VP, keep t away from 0 with t_range); "
+            "the TrainResult is in .partial",
+            partial=result,
+            step=bad,
+        )
+    return result
 
 
 # --------------------------------------------------------------------------------------------- reflow

@@ -7,7 +7,7 @@ from scipy import stats
 
 from models.nets import TimeMLP
 from models.training import distill, loss_terms, sample_times, train
-from odeflow import InvalidInputError, LinearPath, VPPath
+from odeflow import InvalidInputError, LinearPath, NonFiniteError, VPPath
 from odeflow.gaussian import GaussianData
 from odeflow.predictions import PREDICTION_KINDS
 
@@ -188,5 +188,6 @@ def test_bad_input_is_named():
         train(lambda t, x: x, DATA, steps=2)
     with pytest.raises(InvalidInputError, match="seed"):
         train(net, DATA, steps=2, seed="0")
-    with pytest.raises(InvalidInputError, match="diverged"):
+    with pytest.raises(NonFiniteError, match="diverged") as info:
         train(net, torch.full((4, 2), 1e30), steps=3, batch_size=4)
+    assert info.value.step == 0 and info.value.partial.losses.shape == (3,)
