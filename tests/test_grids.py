@@ -45,7 +45,7 @@ def test_registry_names():
 
 
 @pytest.mark.parametrize("name", list(KW))
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(
     n=st.integers(1, 60),
     ends=st.tuples(st.floats(0, 1), st.floats(0, 1)).filter(lambda e: abs(e[0] - e[1]) > 1e-3),
@@ -70,6 +70,7 @@ def test_uniform_and_quadratic_formulas():
     assert torch.allclose(quadratic(4), torch.tensor([1.0, 0.5625, 0.25, 0.0625, 0.0], dtype=torch.float64))
 
 
+@settings(max_examples=30)
 @given(s=st.floats(0.1, 10.0), n=st.integers(1, 40))
 def test_shifted_matches_sd3_formula(s, n):
     t = uniform(n)

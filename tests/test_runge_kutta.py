@@ -93,7 +93,7 @@ def empirical_order(solver, a, x0, t_start, t_end, steps) -> tuple[float, list[f
 
 
 @pytest.mark.parametrize("cls", FIXED, ids=lambda c: c.name)
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 2**32 - 1), dim=st.integers(2, 4), forward=st.booleans())
 def test_fixed_method_order_on_random_linear_systems(cls, seed, dim, forward):
     a, x0 = linear_problem(seed, dim, 1.5)
@@ -104,7 +104,7 @@ def test_fixed_method_order_on_random_linear_systems(cls, seed, dim, forward):
 
 
 @pytest.mark.parametrize("cls", [HeunEuler, Bosh3, Dopri5, DOP853], ids=lambda c: c.name)
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(seed=st.integers(0, 2**32 - 1), dim=st.integers(2, 4), forward=st.booleans())
 def test_embedded_method_order_on_fixed_grids(cls, seed, dim, forward):
     """Embedded pairs driven on fixed grids, on random linear systems with |A| = 5."""
@@ -119,10 +119,10 @@ def test_embedded_method_order_on_fixed_grids(cls, seed, dim, forward):
     assert abs(slope - cls.order) <= 0.3, (slope, errs)
 
 
-@settings(max_examples=5)
+@settings(max_examples=4)
 @given(seed=st.integers(0, 2**32 - 1), dim=st.integers(2, 4), forward=st.booleans())
 def test_tsit5_order_on_a_nonlinear_system(seed, dim, forward):
-    """Tsit5 on x' = 2 tanh(A x) + cos(2t) x against DOP853 with 400 steps (error < 1e-18).
+    """Tsit5 on x' = 2 tanh(A x) + cos(2t) x against DOP853 with 160 steps (error ~1e-16).
     Not on y' = A y: Tsit5's stability polynomial matches e^z to within 3% at z^6 (its design
     goal), so on linear problems the asymptotic range starts only near the float floor."""
     a, x0 = linear_problem(seed, dim, 2.0)
@@ -131,7 +131,7 @@ def test_tsit5_order_on_a_nonlinear_system(seed, dim, forward):
         return 2.0 * torch.tanh(x @ a.T) + torch.cos(2.0 * t) * x
 
     t_start, t_end = (0.0, 1.0) if forward else (1.0, 0.0)
-    ref = fixed_run(DOP853(), field, x0, uniform(400, t_start, t_end))[0]
+    ref = fixed_run(DOP853(), field, x0, uniform(160, t_start, t_end))[0]
     steps = [32, 64, 128]
     errs = [float((fixed_run(Tsit5(), field, x0, uniform(n, t_start, t_end))[0] - ref).abs().max()) for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
@@ -143,7 +143,7 @@ def test_tsit5_order_on_a_nonlinear_system(seed, dim, forward):
 
 # --- polynomial exactness ---------------------------------------------------------------------
 @pytest.mark.parametrize("cls", FIXED + EMBEDDED, ids=lambda c: c.name)
-@settings(max_examples=20)
+@settings(max_examples=10)
 @given(
     coeffs=st.lists(st.floats(-3, 3), min_size=9, max_size=9),
     n=st.integers(1, 5),
@@ -188,7 +188,7 @@ grids = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=12, unique=True).map(
 @pytest.mark.parametrize(
     "cls, method", [(Euler, "euler"), (Midpoint, "midpoint"), (Heun, "heun2"), (RK38, "rk4")], ids=str
 )
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(seed=st.integers(0, 2**32 - 1), pts=grids, forward=st.booleans())
 def test_fixed_steps_equal_torchdiffeq(cls, method, seed, pts, forward):
     if len(pts) < 2 or min(np.diff(pts)) < 1e-6:
@@ -201,7 +201,7 @@ def test_fixed_steps_equal_torchdiffeq(cls, method, seed, pts, forward):
     assert torch.allclose(ours, theirs, atol=1e-12, rtol=0)
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(seed=st.integers(0, 2**32 - 1), t0=st.floats(0, 1), t1=st.floats(0, 1))
 def test_classic_rk4_step_equals_torchdiffeq(seed, t0, t1):
     a, x0 = linear_problem(seed, 3, 2.0)
@@ -240,7 +240,7 @@ def test_embedded_step_and_error_equal_torchdiffeq(cls, tableau, seed, t0, t1):
         assert torch.allclose(err, want, atol=1e-12, rtol=0)
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(seed=st.integers(0, 2**32 - 1), t0=st.floats(0, 1), t1=st.floats(0, 1))
 def test_dop853_step_equals_scipy(seed, t0, t1):
     from scipy.integrate._ivp import dop853_coefficients as dc
