@@ -209,7 +209,7 @@ def test_reflow_study_runs_reports_and_resumes(tmp_path):
     assert (df[df["kind"] == "sampler"]["nfe"] > 0).all()
     again = run_study(study, config, tmp_path, progress=False)
     assert again.computed == 0 and again.reused == 1
-    with pytest.raises(InvalidInputError, match="unknown toy 'nine'"):
+    with pytest.raises(InvalidInputError, match="toy 'nine'; valid toys"):
         study.validate(study.Config(toys=("nine",)))
     with pytest.raises(InvalidInputError, match="rounds"):
         study.Config(rounds=0)
