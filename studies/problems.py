@@ -8,6 +8,7 @@ exact on every path) plus, for a single Gaussian, the closed-form flow map:
 | ``dirac`` | point mass at $(1, \tfrac12)$ | exactly straight under the linear path |
 | ``gaussian_sd0.5`` | $N(0, \tfrac14 I_2)$ | closed forms: normalised $S = 4-\pi$, ratio 1.211 (linear) |
 | ``gaussian_aniso`` | $N(\mu, \Sigma)$, 2-d, full $\Sigma$, eigenvalues 0.5, 0.02 | smooth, analytic reference |
+| ``smooth3`` | 3 wide overlapping components, 2-d, sd 0.6–0.8 | smooth *nonlinear* field |
 | ``mixture64`` | ``toys.random_gmm(d=64, k=8, seed=0)``: full covariances | a high-dimensional field |
 | toy names | `models.toys` with default parameters (8gaussians, checkerboard, …) | the usual benchmarks |
 
@@ -29,7 +30,7 @@ from studies.runner import derive_seed
 
 __all__ = ["Problem", "get_problem", "problem_names", "BUILTIN"]
 
-BUILTIN = ("dirac", "gaussian_sd0.5", "gaussian_aniso", "mixture64")
+BUILTIN = ("dirac", "gaussian_sd0.5", "gaussian_aniso", "smooth3", "mixture64")
 
 
 def _toy_names() -> list[str]:
@@ -121,6 +122,9 @@ def _builtin(name: str) -> object:
         rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
         cov = rot @ torch.diag(torch.tensor([0.5, 0.02], dtype=torch.float64)) @ rot.T
         return GaussianMixture([1.0], [[0.5, -0.25]], cov[None])
+    if name == "smooth3":
+        means = [[-1.0, 0.0], [1.0, 0.5], [0.0, -1.2]]
+        return GaussianMixture([0.5, 0.3, 0.2], means, [[0.5, 0.4], [0.36, 0.6], [0.64, 0.45]])
     if name == "mixture64":
         return toys.get("random_gmm", d=64, k=8, seed=0)
     raise KeyError(name)
