@@ -19,6 +19,7 @@ from odeflow import ForwardSDE, ReverseSDE, VPPath
 from odeflow.errors import InvalidInputError
 from odeflow.gaussian import GaussianData
 from solvers import BrownianPath, EulerMaruyama, SDEHeun, get_solver, solve, uniform
+from solvers.testing import check_solver
 
 NS = [16, 32, 64, 128, 256]
 
@@ -239,3 +240,9 @@ def test_bad_input_is_rejected() -> None:
 
     with pytest.raises(InvalidInputError, match="broadcast"):
         solve(BadDiffusion(), x, solver=EulerMaruyama(), grid=g, seed=0)
+
+
+@pytest.mark.parametrize("solver", [EulerMaruyama(), SDEHeun()], ids=repr)
+def test_check_solver_contract(solver) -> None:
+    """The shared suite: interface, strong/weak order on its additive problems, NFE, float32, determinism."""
+    check_solver(solver)
