@@ -170,7 +170,9 @@ class GaussianFlow(ProbabilityFlow):
             elif kind == "score":
                 out.append(self.data._from_basis(U, -inv_c * w))
             elif kind == "velocity":
-                coef = (d_alpha * alpha * s + d_sigma * sigma) * inv_c
+                # ½Ċ = α̇α s + ½ d(σ²)/dt, finite where σ̇ is not (VP at t = 0)
+                half_d_sigma2 = 0.5 * self.path._d_sigma_squared(t64).to(x.dtype)
+                coef = (d_alpha * alpha * s + half_d_sigma2) * inv_c
                 out.append(d_alpha * mean + self.data._from_basis(U, coef * w))
             else:
                 raise InvalidInputError(f"unknown prediction kind {kind!r}; valid kinds are {PREDICTION_KINDS}")
