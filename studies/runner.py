@@ -279,7 +279,11 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class StudyResult:
-    """What `run_study` returns. On ranks other than 0, ``df`` is empty and ``summary`` None."""
+    """What `run_study` returns. On ranks other than 0, ``df`` is empty and ``summary`` None.
+
+    ``computed``/``reused``: cells run now / loaded from the cache — totals over all ranks on rank 0,
+    this rank's own counts elsewhere.
+    """
 
     study: str
     out: Path
@@ -361,7 +365,7 @@ def run_study(
         finally:
             bar.close()
 
-        gathered = _gather(ctx, {"rows": results, "error": error})
+        gathered = _gather(ctx, {"rows": results, "error": error, "computed": computed, "reused": reused})
         if not ctx.is_main:
             return StudyResult(name, out_dir, pd.DataFrame(), None, computed, reused, ctx.rank, ctx.world)
         assert gathered is not None
@@ -371,6 +375,7 @@ def run_study(
         merged: dict[int, list[dict[str, Scalar]]] = {}
         for g in gathered:
             merged.update({int(k): v for k, v in g["rows"].items()})
+        computed, reused = sum(g["computed"] for g in gathered), sum(g["reused"] for g in gathered)
         rows_all = [row for i in range(len(cells)) for row in merged[i]]
         df = pd.DataFrame(rows_all)
         summary = _write_outputs(mod, name, config, df, out_dir, ctx, len(cells))

@@ -199,7 +199,7 @@ sys.path.insert(0, {pkg!r})
 import toy_study
 from studies.runner import run_study
 res = run_study(toy_study, toy_study.Config(), {out!r}, progress=False, threads=1)
-print("RANK", res.rank, "WORLD", res.world, "COMPUTED", res.computed)
+print("RANK", res.rank, "WORLD", res.world, "COMPUTED", res.computed, "REUSED", res.reused)
 """
 
 
@@ -218,6 +218,7 @@ def test_torchrun_two_ranks_give_the_same_csv(toy, tmp_path: Path) -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANK 0 WORLD 2 COMPUTED 6" in proc.stdout and "RANK 1 WORLD 2 COMPUTED 6" in proc.stdout
+    assert "RANK 0 WORLD 2 COMPUTED 12 REUSED 0" in proc.stdout  # totals on rank 0
+    assert "RANK 1 WORLD 2 COMPUTED 6 REUSED 0" in proc.stdout  # its own half elsewhere
     assert (tmp_path / "dist" / "results.csv").read_bytes() == (single.out / "results.csv").read_bytes()
     assert len((tmp_path / "dist_log.txt").read_text().split()) == 12  # every cell ran exactly once
