@@ -432,7 +432,7 @@ def _plot(
         xlabel = "NFE (field evaluations)" if x == "nfe" else "wall time per solve (s)"
         title = f"{problem}, {path} path, {grid} grid" if grid != "-" else f"{problem}, {path} path"
         loglog_axes(ax, xlabel, f"endpoint RMSE vs reference ({config.dtype})", title)
-        ax.legend(fontsize=6, ncol=2, loc="lower left")
+    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="slope ± s.e. (fit: filled)")
     name = "error_vs_nfe" if x == "nfe" else "error_vs_time"
     return save_figure(fig, out / f"{name}_{problem}_{path}.png")
 

@@ -378,7 +378,8 @@ def run_study(
         computed, reused = sum(g["computed"] for g in gathered), sum(g["reused"] for g in gathered)
         rows_all = [row for i in range(len(cells)) for row in merged[i]]
         df = pd.DataFrame(rows_all)
-        summary = _write_outputs(mod, name, config, df, out_dir, ctx, len(cells))
+        with _torch_threads(threads):  # the report may compute too (e.g. trajectories for plots)
+            summary = _write_outputs(mod, name, config, df, out_dir, ctx, len(cells))
         return StudyResult(name, out_dir, df, summary, computed, reused, ctx.rank, ctx.world)
 
 
