@@ -9,6 +9,7 @@ deterministic and SDE solves reuse their `BrownianPath`, so the replay is exact)
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -47,6 +48,14 @@ def check_grid(grid: Any, name: str = "grid") -> torch.Tensor:
     return g
 
 
+def accepts_grid(solver: Any) -> bool:
+    """Whether ``solver.init`` takes the whole grid (exponential and multistep look-ahead rules)."""
+    try:
+        return "grid" in inspect.signature(solver.init).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _fixed_loop(
     solver: Solver,
     field: Any,
@@ -56,6 +65,8 @@ def _fixed_loop(
     check_each_step: bool,
     init_options: dict[str, Any],
 ) -> tuple[torch.Tensor, list[torch.Tensor], Stats, int | None]:
+    if "grid" not in init_options and accepts_grid(solver):
+        init_options = {**init_options, "grid": times}  # enables look-ahead rules (lower_order_final)
     state = solver.init(field, times[0], x, **init_options)
     xs = [x] if save_steps or check_each_step else []
     for i in range(len(times) - 1):

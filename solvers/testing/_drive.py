@@ -92,7 +92,11 @@ def run_steps(
     solver: Any, field: Any, x: torch.Tensor, grid: torch.Tensor | Sequence[float], **init_options: Any
 ) -> tuple[torch.Tensor, Any]:
     """Integrate over ``grid`` with the step API; returns the final state and the solver state."""
+    from solvers.solve import accepts_grid  # noqa: PLC0415 - same rule as solve()
+
     times = grid.tolist() if isinstance(grid, torch.Tensor) else [float(t) for t in grid]
+    if "grid" not in init_options and accepts_grid(solver):
+        init_options = {**init_options, "grid": times}  # as solve() does: enables look-ahead rules
     state = solver.init(field, times[0], x, **init_options)
     for i in range(len(times) - 1):
         out = solver.step(field, times[i], times[i + 1], x, state)
