@@ -191,18 +191,27 @@ def _list() -> str:
     from odeflow.paths import PATHS  # noqa: PLC0415
     from studies.registry import STUDIES  # noqa: PLC0415
 
-    parts = [_section("studies", [f"{n:<14} {s.summary}" for n, s in STUDIES.items()])]
+    parts = [_section("studies", [f"{n:<16} {s.summary}" for n, s in STUDIES.items()])]
     try:
         import solvers  # noqa: PLC0415
 
         lines = []
         for n in solvers.solver_names():
-            cls = solvers.SOLVERS[n]
-            kind = getattr(cls, "kind", "ode")
-            adaptive = ", adaptive" if getattr(cls, "adaptive", False) else ""
+            try:  # the default instance: some solvers set their order per instance (dpm_solver, backends)
+                obj = solvers.get_solver(n)
+            except Exception:  # noqa: BLE001 - a solver that needs arguments: describe its class
+                obj = solvers.SOLVERS[n]
+            kind = getattr(obj, "kind", "ode")
+            adaptive = getattr(obj, "adaptive", False) or (
+                callable(getattr(obj, "solve_full", None)) and not getattr(obj, "fixed", False)
+            )
+            params = getattr(obj, "_repr_params", lambda: {})() if not isinstance(obj, type) else {}
+            shown = {k: v for k, v in params.items() if k in ("order", "method", "eta")}
+            extra = "".join(f", {k}={v}" for k, v in shown.items() if k != "order")
             lines.append(
-                f"{n:<14} {kind}, order {getattr(cls, 'order', '?')}, "
-                f"{getattr(cls, 'nfe_per_step', '?')} NFE/step{adaptive}"
+                f"{n:<16} {kind}, order {getattr(obj, 'order', '?')}"
+                + (f", {getattr(obj, 'nfe_per_step', '?')} NFE/step" if not adaptive else ", adaptive")
+                + extra
             )
         parts.append(_section("solvers", lines))
     except ImportError as exc:  # pragma: no cover - the package is part of the distribution
@@ -213,7 +222,7 @@ def _list() -> str:
         parts.append(_section("grids", list(grid_names())))
     except ImportError as exc:
         parts.append(_section("grids", [f"(unavailable: {exc})"]))
-    parts.append(_section("paths", [f"{n:<14} {cls.__name__}" for n, cls in PATHS.items()]))
+    parts.append(_section("paths", [f"{n:<16} {cls.__name__}" for n, cls in PATHS.items()]))
     try:
         from models import toys  # noqa: PLC0415
 
