@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odeflow.dynamics import as_time
+from odeflow.dynamics import ProbabilityFlow, as_time
 from odeflow.errors import InvalidInputError
 from odeflow.paths import GaussianPath
 from solvers.base import Solver, SolverState
@@ -38,7 +38,7 @@ from solvers.testing import (
     time_grid,
 )
 from solvers.testing import strategies as sst
-from solvers.testing.problems import Problem, riccati_problem
+from solvers.testing.problems import Problem, mixture_flow_problem, riccati_problem
 
 F64 = torch.float64
 
@@ -157,6 +157,25 @@ class TinyEulerMaruyama(Solver):
         t = as_time(t0, x0)
         state.nfe += 1
         return x0 + (t1 - t0) * sde.drift(t, x0) + sde.diffusion(t, x0) * dw, state
+
+
+class TinyDDIM(Solver):
+    """DDIM (η = 0): x_t = α_t·x̂0 + σ_t·ε̂ from one prediction at the start of the step."""
+
+    order = 1
+    kind = "exponential"
+    check_field = True
+
+    def init(self, field, t0, x0, **options):
+        if self.check_field and not isinstance(field, ProbabilityFlow):
+            raise InvalidInputError(f"DDIM needs a ProbabilityFlow, got {type(field).__name__}")
+        return SolverState()
+
+    def step(self, flow, t0, t1, x0, state):
+        x0_hat, eps = flow.predict_kinds(as_time(t0, x0), x0, ("x0", "epsilon"))
+        state.nfe += 1
+        a, s = flow.path.coefficients(torch.tensor(t1, dtype=F64))[:2]
+        return a.to(x0.dtype) * x0_hat + s.to(x0.dtype) * eps, state
 
 
 class OwnNoiseEulerMaruyama(TinyEulerMaruyama):
@@ -298,6 +317,22 @@ def test_additive_sde_exact_solution_has_the_right_moments():
     assert abs(float(x.var()) - b * b * math.expm1(2 * k) / (2 * k)) < 0.01
 
 
+@pytest.mark.parametrize("path", ["vp", "linear"])
+def test_mixture_flow_problem_reference_and_predictions(path):
+    from odeflow.paths import get_path
+    from solvers.testing import run_steps
+
+    p = mixture_flow_problem(get_path(path), seed=5)
+    assert torch.equal(p.exact(p.t_start), p.x1)
+    x, _ = run_steps(rk4(), p.field, p.x1, p.grid(160))
+    assert torch.allclose(x, p.x_end, rtol=1e-7, atol=1e-7)  # scipy DOP853 reference vs RK4
+    t = 0.5 * (p.t_start + p.t_end)
+    x0, eps, v = p.field.predict_kinds(torch.tensor(t, dtype=F64), p.x1, ("x0", "epsilon", "velocity"))
+    a, s, da, ds = (float(c) for c in p.path.coefficients(torch.tensor(t, dtype=F64)))
+    assert torch.allclose(a * x0 + s * eps, p.x1, atol=1e-12)
+    assert torch.allclose(da * x0 + ds * eps, v, atol=1e-12)
+
+
 def test_brownian_path_refuses_times_off_its_grid():
     bp = linear_sde_problem(samples=4).sample(8).brownian
     with pytest.raises(InvalidInputError, match="grid"):
@@ -405,6 +440,12 @@ def test_sde_assertions_on_euler_maruyama():
     check_solver(TinyEulerMaruyama())
 
 
+def test_check_solver_on_an_exponential_integrator():
+    names = check_solver(TinyDDIM())
+    assert names == list(CHECKS["exponential"])
+    assert_matches(TinyDDIM(), euler(), tol=1e-12, problems=[default_problems()[-1]])  # DDIM = Euler on the linear path
+
+
 # ------------------------------------------------------------------------------------------------
 # broken solvers are caught, with the property named and the numbers shown
 # ------------------------------------------------------------------------------------------------
@@ -467,6 +508,13 @@ def test_sde_solver_with_its_own_noise_fails_strong_order_and_determinism():
     names = [f.name for f in err.failures]
     assert "strong_order" in names and "determinism" in names
     assert "measured strong order" in msg
+
+
+def test_exponential_integrator_that_accepts_plain_fields():
+    lax = TinyDDIM()
+    lax.check_field = False
+    err, msg = _failures(lax, only=["rejects_plain_field"])
+    assert "a plain field(t, x) raised AttributeError" in msg and "InvalidInputError" in msg
 
 
 def test_declared_order_too_low_is_reported():

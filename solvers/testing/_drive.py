@@ -91,10 +91,17 @@ def counting(field: Any) -> CountingField | CountingFlow | CountingSDE:
 def run_steps(
     solver: Any, field: Any, x: torch.Tensor, grid: torch.Tensor | Sequence[float], **init_options: Any
 ) -> tuple[torch.Tensor, Any]:
-    """Integrate over ``grid`` with the step API; returns the final state and the solver state."""
+    """Integrate over ``grid`` with the step API; returns the final state and the solver state.
+
+    As `solvers.solve` does, the whole grid is passed to ``init`` when it accepts ``grid=``
+    (look-ahead rules such as ``lower_order_final``). The solver gets a copy of ``x``, so a
+    solver that writes into its input cannot corrupt the problem it is tested on (the
+    ``interface`` check of `check_solver` reports such writes).
+    """
     from solvers.solve import accepts_grid  # noqa: PLC0415 - same rule as solve()
 
     times = grid.tolist() if isinstance(grid, torch.Tensor) else [float(t) for t in grid]
+    x = x.clone()
     if "grid" not in init_options and accepts_grid(solver):
         init_options = {**init_options, "grid": times}  # as solve() does: enables look-ahead rules
     state = solver.init(field, times[0], x, **init_options)

@@ -147,8 +147,13 @@ def fit_order(steps: Sequence[int], errors: Sequence[float], floor: float = FLOO
     return OrderResult("", list(steps), list(errors), slope, run)
 
 
-def default_steps(order: float) -> tuple[int, ...]:
-    """Step counts for an order test: coarse enough to stay above the float floor at high order."""
+def default_steps(order: float, kind: str = "ode", nfe_per_step: int = 1) -> tuple[int, ...]:
+    """Step counts for an order test: fine enough to be asymptotic, coarse enough to stay above the
+    float floor at high order. Exponential multistep methods (one NFE per step) of order ≥ 3
+    have long pre-asymptotic ranges on mixture data — their local orders settle only past ~64
+    steps — while singlestep ones settle by 32."""
+    if kind == "exponential":
+        return (16, 32, 64, 128, 256) if order > 2.5 and nfe_per_step <= 1 else (8, 16, 32, 64, 128)
     if order <= 1.5:
         return (16, 32, 64, 128, 256)
     if order <= 5.5:
@@ -170,7 +175,7 @@ def measure_order(
     for n in steps:
         x, _ = run_steps(solver, problem.field, problem.x1, problem.grid(n, grid_kind), **init_options)
         errors.append(_rel_error(x, ref))
-    res = fit_order(steps, errors)
+    res = fit_order(steps, errors, floor=max(FLOOR, problem.floor))
     res.problem = repr(problem)
     return res
 
@@ -205,10 +210,12 @@ def assert_order(
 
     Every problem must reach at least ``expected − tol`` (an order drop is a bug on any
     problem). Above, ``upper`` decides: ``"median"`` (default) bounds the median order over the
-    problems by ``expected + tol`` — a declared order that is too low shows on all problems,
-    while superconvergence on one problem (a scalar equation whose error constant cancels, a
-    linear problem matching a higher-order stability function) is a known trap, not a bug;
-    ``"each"`` bounds every problem; ``None`` checks the lower bound only.
+    problems by ``expected + max(tol, 0.5)`` — a declared order one too low shows on all
+    problems, while superconvergence on one problem (a scalar equation whose error constant
+    cancels, a linear problem matching a higher-order stability function) and error constants
+    that approach the asymptote from above (Tsit5 measures 5.2–5.4 at 16–64 steps) are known
+    traps, not bugs; ``"each"`` bounds every problem by ``expected + tol``; ``None`` checks the
+    lower bound only.
 
     ``problems`` default to `default_problems` of the solver's kind; ``steps`` to
     `default_steps`; ``grid_kind`` to each problem's own (uniform, or log-SNR for exponential
@@ -218,7 +225,7 @@ def assert_order(
     if upper not in ("median", "each", None):
         raise InvalidInputError(f"upper must be 'median', 'each' or None, got {upper!r}")
     expected = float(getattr(solver, "order", 1.0) if expected is None else expected)
-    steps = list(steps or default_steps(expected))
+    steps = list(steps or default_steps(expected, _kind(solver), int(getattr(solver, "nfe_per_step", 1))))
     results, bad = [], []
 
     def describe(res: OrderResult, what: str) -> str:
@@ -240,9 +247,10 @@ def assert_order(
     if upper == "median" and finite:
         k = len(finite)
         median = finite[k // 2] if k % 2 else 0.5 * (finite[k // 2 - 1] + finite[k // 2])
-        if median > expected + tol:
+        slack = max(tol, 0.5)
+        if median > expected + slack:
             tables = "\n".join(describe(r, "") for r in results if math.isfinite(r.order))
-            bad.append(f"median measured order {median:.2f} over {k} problems exceeds {expected:g} + {tol:g}: "
+            bad.append(f"median measured order {median:.2f} over {k} problems exceeds {expected:g} + {slack:g}: "
                        f"is the declared order too low?\n{tables}")
     if bad:
         _fail(solver, "order", "\n".join(bad))

@@ -108,7 +108,7 @@ def _check_interface(solver: Any, kind: str) -> None:
     if bad:
         _fail(solver, "interface", "\n    ".join(["the solver does not follow the Solver contract:", *bad]))
     problem = default_sde_problems()[0] if kind == "sde" else _base_problem(kind)
-    x_in = problem.x1[:8] if kind == "sde" else problem.x1
+    x_in = (problem.x1[:8] if kind == "sde" else problem.x1).clone()
     x_copy = x_in.clone()
     field = problem.sde if kind == "sde" else problem.field
     grid = problem.sample(4).grid if kind == "sde" else problem.grid(4)
@@ -117,6 +117,10 @@ def _check_interface(solver: Any, kind: str) -> None:
         from solvers.testing.problems import GridBrownianPath  # noqa: PLC0415
 
         opts["brownian"] = GridBrownianPath(opts["brownian"].times, opts["brownian"].w[:, :8])
+    from solvers.solve import accepts_grid  # noqa: PLC0415
+
+    if accepts_grid(solver):
+        opts["grid"] = grid.tolist()
     try:
         state = solver.init(field, float(grid[0]), x_in, **opts)
         nfe0 = getattr(state, "nfe", None)
