@@ -407,7 +407,7 @@ def _plot(
     df: pd.DataFrame, fits_df: pd.DataFrame, problem: str, path: str, config: Config, *, x: str, out: Path
 ) -> Path:
     grids = [g for g in df["grid"].unique() if g != "-"] or ["-"]
-    fig, axes = new_figure(ncols=len(grids), size=(5.2, 4.4))
+    fig, axes = new_figure(ncols=len(grids), size=(5.2, 5.6))
     axes = np.atleast_1d(axes)
     solvers = list(dict.fromkeys(df["solver"]))
     colors = {s: f"C{i % 10}" for i, s in enumerate(solvers)}
@@ -432,7 +432,10 @@ def _plot(
         xlabel = "NFE (field evaluations)" if x == "nfe" else "wall time per solve (s)"
         title = f"{problem}, {path} path, {grid} grid" if grid != "-" else f"{problem}, {path} path"
         loglog_axes(ax, xlabel, f"endpoint RMSE vs reference ({config.dtype})", title)
-    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="slope ± s.e. (fit: filled)")
+        ax.legend(
+            fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+            title="fitted slope ± s.e. (filled points entered the fit)", title_fontsize=6,
+        )
     name = "error_vs_nfe" if x == "nfe" else "error_vs_time"
     return save_figure(fig, out / f"{name}_{problem}_{path}.png")
 
