@@ -804,7 +804,7 @@ def _default_problems(kind: str) -> tuple[Problem, ...]:
         linear_problem(3, "well_conditioned", rates=[-1.5, 2.5, 3.0], seed=1),
         linear_problem(4, "rotational", rates=[2.5, 4.0], seed=2),
         linear_problem(3, "mildly_stiff", seed=3),
-        logistic_problem(4.0, seed=4),
+        logistic_problem(2.0, seed=4),
         gaussian_flow_problem(LinearPath(), dim=2, seed=6),
     )
 
@@ -814,7 +814,7 @@ def default_problems(kind: str = "ode") -> list[Problem]:
 
     ``"ode"``: a well-conditioned linear system (eigenvalues −1.5, 2.5, 3: one mode grows
     towards t = 0), a rotational one (frequencies 2.5 and 4), a mildly stiff one, the logistic
-    equation ($r = 4$) and the Gaussian PF-ODE on the linear path (non-autonomous). The rates
+    equation ($r = 2$) and the Gaussian PF-ODE on the linear path (non-autonomous). The rates
     are high enough that the asymptotic range lies above the float64 floor even for order 5 at
     8–128 steps. Scalar problems such as Riccati are left out on purpose: a single trajectory
     whose local error changes sign has a near-cancelling global error constant and a long
