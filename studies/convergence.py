@@ -58,12 +58,12 @@ PATH_GRIDS = ("karras", "log_snr_uniform")  # grids that take the path
 class Config:
     """Convergence sweep. ``solvers=("all",)`` means every registered ODE and exponential solver.
 
-    The defaults are the full sweep (744 cells; roughly an hour of one core, estimated from
-    per-cell times: ~10 s per cell on ``mixture64``, 1–4 s on the 2-d problems) — shard it with
+    The defaults are the full sweep (930 cells; one to two hours of one core, estimated from
+    per-cell times: ~10 s per cell on ``mixture64``, 1–5 s on the 2-d problems) — shard it with
     ``torchrun`` or narrow it with ``--set``. `quick` is the 18-cell demo.
     """
 
-    problems: tuple[str, ...] = ("gaussian_aniso", "smooth3", "8gaussians", "mixture64")
+    problems: tuple[str, ...] = ("gaussian_aniso", "smooth3", "8gaussians", "checkerboard", "mixture64")
     paths: tuple[str, ...] = ("linear", "vp", "cosine")
     grids: tuple[str, ...] = ("uniform", "log_snr_uniform")
     solvers: tuple[str, ...] = ("all",)
