@@ -363,6 +363,8 @@ def check_solver(
 def _solver_id(s: Any) -> str:
     if isinstance(s, str):
         return s
+    if type(s).__repr__ is object.__repr__:  # no repr of its own: the class name, not an address
+        return type(s).__name__
     return _describe(s).replace(" ", "")
 
 
