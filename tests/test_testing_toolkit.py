@@ -308,6 +308,23 @@ def test_sde_problems_exact_paths_are_consistent(problem):
     assert bool(torch.isfinite(sample.exact).all())
 
 
+def test_strategies_shrink_to_small_readable_cases():
+    """Minimal examples are the simplest valid problems, and a failing property shrinks to its boundary."""
+    from hypothesis import find
+
+    from odeflow.paths import LinearPath
+
+    p = find(sst.linear_problems(), lambda p: True)
+    assert p.name == "linear_well_conditioned" and tuple(p.x1.shape) == (1, 1) and p.params["seed"] == 0
+    assert repr(p) == "linear_well_conditioned(spectrum=[1.0], seed=0; batch=1, dim=1, t: 1 -> 0, torch.float64)"
+    assert find(sst.gaussian_paths(), lambda p: True) == LinearPath()
+    assert find(sst.grids(1, 64), lambda g: True).tolist() == [1.0, 0.0]
+    big = find(sst.linear_problems(), lambda p: p.x1.shape[1] >= 3)
+    assert big.x1.shape[0] == 1 and big.x1.shape[1] in (3, 4)  # 4: a rotational problem of dim 3 is rounded up
+    fast = find(sst.scalar_problems(kind="logistic"), lambda p: p.params["rate"] > 2.5)
+    assert fast.params["rate"] == 3.0 and fast.x1.shape == (1, 1)
+
+
 def test_additive_sde_exact_solution_has_the_right_moments():
     """OU in the stepping direction: mean e^{κτ}x0, variance b²(e^{2κτ} − 1)/(2κ)."""
     p = linear_sde_problem(rate=-1.0, noise_scale=0.5, samples=20000)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from odeflow.errors import InvalidInputError, OdeflowError
+from odeflow.errors import InvalidInputError
 from solvers.testing._drive import counting, run_steps
 from solvers.testing.problems import (
     Problem,
@@ -514,7 +514,3 @@ def assert_weak_order(
         expected = float(getattr(solver, "weak_order", None) or 1.0)
     return _sde_order_check(solver, "weak_order", float(expected), problems or default_sde_problems(),
                             steps, tol, seed, weak=True, one_sided=one_sided)
-
-
-def _is_odeflow_error(exc: BaseException) -> bool:
-    return isinstance(exc, OdeflowError)

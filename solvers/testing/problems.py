@@ -414,13 +414,13 @@ def polynomial_problem(
 def gaussian_interval(path: GaussianPath, for_exponential: bool = False) -> tuple[float, float]:
     r"""The default ``(t_start, t_end)`` of a Gaussian flow problem on ``path``.
 
-    ODE solvers run over the whole $[1, 0]$, except on `VPPath` which stops at $t = 10^{-3}$
-    ($\dot\sigma = \infty$ at $t = 0$, where the exact field evaluates $\infty\cdot 0$).
+    ODE solvers run over the whole $[1, 0]$ (the exact velocity is finite at both ends on every
+    path, VP's $t = 0$ included, where $\dot\sigma = \infty$ but $\sigma\dot\sigma$ is not).
     Exponential integrators run where $|\lambda| \le 4$ (clipped to the path's own range), so
     that a log-SNR-uniform grid is finite.
     """
     if not for_exponential:
-        return (1.0, 1e-3) if isinstance(path, VPPath) else (1.0, 0.0)
+        return (1.0, 0.0)
     lam_hi_t = max(float(path.log_snr(1.0)), -LOG_SNR_BOUND)
     lam_lo_t = min(float(path.log_snr(0.0)), LOG_SNR_BOUND)
     t_start = 1.0 if lam_hi_t == float(path.log_snr(1.0)) else float(path.t_from_log_snr(lam_hi_t))
