@@ -43,6 +43,8 @@ _TDE_ORDER = {
     "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 4, "implicit_adams": 4,
     "dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
 }  # fmt: skip
+# field evaluations per step of torchdiffeq's fixed-grid methods (the Adams methods reuse history)
+_TDE_FIXED_NFE = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "explicit_adams": 1}
 _SCIPY_ORDER = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "BDF": 5, "LSODA": 12}
 
 
@@ -123,6 +125,8 @@ class TorchDiffEq(Solver):
         self.method, self.rtol, self.atol, self.options = method, float(rtol), float(atol), dict(options)
         self.order = _TDE_ORDER[method]
         self.fixed = method in TORCHDIFFEQ_FIXED
+        if method in _TDE_FIXED_NFE:
+            self.stages = self.nfe_per_step = _TDE_FIXED_NFE[method]
 
     def _repr_params(self) -> dict[str, Any]:
         return {"method": self.method, "rtol": self.rtol, "atol": self.atol, **self.options}

