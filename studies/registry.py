@@ -38,6 +38,10 @@ STUDIES: dict[str, StudySpec] = {
     "reflow": StudySpec(
         "studies.reflow", "1-RF → 2-RF → 3-RF on toys: straightness, few-step Euler error, learned-vs-exact field"
     ),
+    "performance": StudySpec(
+        "studies.performance",
+        "side by side with torchdiffeq/scipy/flow_matching/diffusers: overhead, adaptive work, error per NFE",
+    ),
     "flux": StudySpec(
         "studies.flux", "FLUX.1 (local weights; tiny random model with --quick): error vs NFE, straightness, cost"
     ),
