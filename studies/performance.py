@@ -84,7 +84,7 @@ class Config:
     compile: bool = True
     mlp_width: int = 64
     mlp_depth: int = 2
-    repeats: int = 7
+    repeats: int = 5
     warmup: int = 1
     # (b) adaptive
     adaptive_problems: tuple[str, ...] = ("8gaussians", "checkerboard")
@@ -94,13 +94,14 @@ class Config:
     # (c) accuracy
     accuracy_problems: tuple[str, ...] = ("8gaussians", "checkerboard", "mixture64")
     accuracy_nfe: tuple[int, ...] = (4, 8, 16)
-    accuracy_batch: int = 8192
+    accuracy_batch: int = 4096
     probe_batch: int = 2048
     highdim_batch: int = 512
     highdim_probe_batch: int = 256
     ours: tuple[str, ...] = ("euler", "heun", "midpoint", "rk4", "rk38", "ddim", "dpm_solver_pp", "unipc")
     optimize: tuple[str, ...] = ("midpoint", "unipc")
     optimize_evals: int = 12
+    optimize_max_evals: int = 100
     reference_tol: float = 1e-10
     plots: bool = True
     seed: int = 0
@@ -126,6 +127,7 @@ class Config:
             "highdim_batch",
             "highdim_probe_batch",
             "optimize_evals",
+            "optimize_max_evals",
         ):
             positive_int(name)
         if not self.overhead_batches or any(
@@ -164,14 +166,14 @@ class Config:
         return cls(
             overhead_fields=("8gaussians",),
             overhead_methods=("euler", "rk4"),
-            overhead_batches=(16384,),
+            overhead_batches=(8192,),
             overhead_nfe=8,
             compile=False,
             repeats=5,
             adaptive_problems=("8gaussians",),
             adaptive_batch=512,
             tolerances=(1e-3, 1e-4, 1e-5, 1e-6),
-            adaptive_repeats=2,
+            adaptive_repeats=1,
             accuracy_problems=("8gaussians",),
             accuracy_nfe=(4, 8),
             accuracy_batch=2048,
@@ -475,9 +477,8 @@ def _accuracy(config: Config, problem: str, nfe: int) -> list[dict[str, Any]]:
                 continue
             grid_list = [("uniform", grids.uniform(n), {})]
             if name in config.optimize and n > 1:
-                g, info = grids.optimized(
-                    field, n, probe, solver, return_info=True, max_evals=config.optimize_evals * (n - 1) + 8
-                )
+                evals = min(config.optimize_evals * (n - 1) + 8, config.optimize_max_evals)
+                g, info = grids.optimized(field, n, probe, solver, return_info=True, max_evals=evals)
                 extra = {
                     "probe_nfe": info.total_nfe,
                     "probe_loss_uniform": info.loss_uniform,
