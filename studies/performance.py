@@ -84,7 +84,7 @@ class Config:
     compile: bool = True
     mlp_width: int = 64
     mlp_depth: int = 2
-    repeats: int = 5
+    repeats: int = 7
     warmup: int = 1
     # (b) adaptive
     adaptive_problems: tuple[str, ...] = ("8gaussians", "checkerboard")
