@@ -192,9 +192,10 @@ class RungeKutta(Solver):
             )
         return SolverState()
 
-    def step(
+    def _advance(
         self, field: Field, t0: float, t1: float, x0: torch.Tensor, state: SolverState
-    ) -> tuple[torch.Tensor, SolverState]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One tableau step with FSAL reuse and NFE accounting; returns the new state and the stages."""
         k0 = None
         if self.tableau.fsal:
             prev = state.data.get("fsal")
@@ -204,6 +205,12 @@ class RungeKutta(Solver):
         state.nfe += nfe
         if self.tableau.fsal:
             state.data["fsal"] = (t1, x1, ks[-1])
+        return x1, ks
+
+    def step(
+        self, field: Field, t0: float, t1: float, x0: torch.Tensor, state: SolverState
+    ) -> tuple[torch.Tensor, SolverState]:
+        x1, _ = self._advance(field, t0, t1, x0, state)
         return x1, state
 
 
@@ -231,15 +238,7 @@ class EmbeddedRungeKutta(RungeKutta):
     def step(
         self, field: Field, t0: float, t1: float, x0: torch.Tensor, state: SolverState
     ) -> tuple[torch.Tensor, SolverState]:
-        k0 = None
-        if self.tableau.fsal:
-            prev = state.data.get("fsal")
-            if prev is not None and prev[0] == t0 and prev[1] is x0:
-                k0 = prev[2]
-        x1, ks, nfe = rk_step(field, self.tableau, t0, t1, x0, k0)
-        state.nfe += nfe
-        if self.tableau.fsal:
-            state.data["fsal"] = (t1, x1, ks[-1])
+        x1, ks = self._advance(field, t0, t1, x0, state)
         if state.data.get("want_error"):
             state.data["error"] = rk_error(self.tableau, ks, t1 - t0)
         return x1, state
